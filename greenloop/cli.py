@@ -1,0 +1,125 @@
+"""The front door: `greenloop run | ingest | status | ...`.
+
+Heavy libraries (torch, Prefect, MLflow, Evidently) are imported inside the commands
+that need them, so `greenloop --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Drift-gated, energy-metered continual learning.")
+
+QUIET_ENV = {
+    "DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true", "CODECARBON_LOG_LEVEL": "error",
+    "DVC_NO_ANALYTICS": "1", "GIT_PYTHON_REFRESH": "quiet",
+}
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="dataset config (YAML)")]
+PolicyOpt = Annotated[str | None, typer.Option("--policy", help="override the config's policy")]
+HomeOpt = Annotated[Path | None, typer.Option("--home", help="project folder (default: $GREENLOOP_HOME or .)")]
+
+
+def _env(verbose: bool = False) -> None:
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("PREFECT_LOGGING_LOG_PRINTS", "false")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _check_config(config: Path) -> None:
+    from greenloop.config import ConfigError, load_config
+
+    try:
+        load_config(config)
+    except ConfigError as e:
+        _fail(str(e), 2)
+
+
+def in_prefect(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call a flow with the per-run heartbeat off (it costs ~1 s a flow run)."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        return fn(*args, **kwargs)
+
+
+@app.command()
+def run(config: ConfigOpt, policy: PolicyOpt = None,
+        max_batches: Annotated[int | None, typer.Option(help="stop after N batches")] = None,
+        restart: Annotated[bool, typer.Option(help="forget this stream and start over")] = False,
+        home: HomeOpt = None, verbose: bool = False) -> None:
+    """Replay the dataset as a stream of arrivals through `update`, then summarize."""
+    _env(verbose)
+    _check_config(config)
+    from flows.replay import replay
+    from tasks.reporting import show, summary_table
+
+    summary = in_prefect(replay, str(config), policy, max_batches, restart,
+                         str(home) if home else None)
+    show([summary_table(summary)])
+    out = Path(home or ".") / "reports" / f"{summary['dataset']}-{summary['policy']}"
+    typer.echo(f"summary: {out / 'summary.json'}\nMLflow UI: greenloop ui --config {config}")
+
+
+@app.command()
+def ingest(path: Path, config: ConfigOpt, policy: PolicyOpt = None, home: HomeOpt = None,
+           process: Annotated[bool, typer.Option(help="also run the update")] = True,
+           verbose: bool = False) -> None:
+    """Process one arrived batch file (exits non-zero, with the reason, if rejected)."""
+    _env(verbose)
+    _check_config(config)
+    from greenloop.data import BatchRejected
+
+    try:
+        if process:
+            from flows.update import update
+
+            results = in_prefect(update, str(config), path=str(path), policy=policy,
+                                 home=str(home) if home else None)
+            for r in results:
+                typer.echo(f"batch {r['seq']}: {r['decision']}"
+                           + (f" -> version {r['version']}" if r["version"] else "")
+                           + (" (champion)" if r["promoted"] else ""))
+            if not results:
+                typer.echo("nothing new to process (duplicate batch)")
+        else:
+            from flows.update import ingest as ingest_flow
+
+            r = in_prefect(ingest_flow, str(path), str(config), policy, str(home) if home else None)
+            typer.echo(f"batch {r['seq']} {'duplicate' if r['duplicate'] else 'accepted'}")
+    except BatchRejected as e:
+        _fail(f"rejected: {e}")
+
+
+@app.command()
+def status(config: ConfigOpt, policy: PolicyOpt = None, home: HomeOpt = None,
+           history: Annotated[bool, typer.Option(help="list the alias history")] = False,
+           last: int = 10) -> None:
+    """The champion, its lineage and energy bill, and the last decisions."""
+    _env()
+    _check_config(config)
+    from greenloop.status import render_status
+
+    render_status(str(config), policy, str(home) if home else None, history, last)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app(prog_name="greenloop")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

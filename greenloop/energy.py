@@ -1,0 +1,125 @@
+"""Energy metering with CodeCarbon, beside CPU-seconds and wall time.
+
+One `OfflineEmissionsTracker` per process measures phases as CodeCarbon tasks
+(`start_task`/`stop_task`), and a second one meters a whole run, so the phases can be
+checked against the total. On machines without RAPL or another power counter,
+CodeCarbon estimates power from CPU load and constants; `method()` says which, and
+every report carries that string. We never model energy ourselves.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from typing import Any
+
+from greenloop.config import EnergyConfig
+
+PHASES = ("ingest", "drift", "train", "evaluate", "overhead")
+
+
+@dataclass
+class Reading:
+    energy_kwh: float = 0.0
+    emissions_kg: float = 0.0
+    cpu_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    def __add__(self, other: Reading) -> Reading:
+        return Reading(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    def as_dict(self) -> dict[str, float]:
+        return {f.name: float(getattr(self, f.name)) for f in fields(self)}
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _tracker(cfg: EnergyConfig) -> Any:
+    os.environ.setdefault("CODECARBON_LOG_LEVEL", "error")
+    from codecarbon import OfflineEmissionsTracker
+
+    # output_methods=[] and save_to_file=False: no emissions.csv in the working folder.
+    return OfflineEmissionsTracker(
+        country_iso_code=cfg.country_iso_code, region=cfg.region, output_methods=[],
+        save_to_file=False, allow_multiple_runs=True, log_level="error",
+        measure_power_secs=1, tracking_mode="process",
+    )
+
+
+class Meter:
+    """Meters named phases. Thread-safe: phases are serialized (CodeCarbon has one
+    active task per tracker), which is also what makes their sum comparable to a total."""
+
+    def __init__(self, cfg: EnergyConfig) -> None:
+        self.cfg = cfg
+        self._tracker: Any = None
+        self._lock = threading.Lock()
+
+    def _ensure(self) -> Any:
+        if self._tracker is None:
+            self._tracker = _tracker(self.cfg)
+        return self._tracker
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[Reading]:
+        """Yields a Reading that is filled in when the block exits (also on error)."""
+        reading = Reading()
+        with self._lock:
+            tracker = self._ensure()
+            tracker.start_task(name)
+            cpu0, wall0 = _cpu_seconds(), time.perf_counter()
+            try:
+                yield reading
+            finally:
+                data = tracker.stop_task()
+                reading.cpu_seconds = _cpu_seconds() - cpu0
+                reading.wall_seconds = time.perf_counter() - wall0
+                if data is not None:
+                    reading.energy_kwh = float(data.energy_consumed)
+                    reading.emissions_kg = float(data.emissions)
+
+    def method(self) -> str:
+        return describe_method(self._ensure())
+
+
+class RunMeter:
+    """Meters a whole run with its own tracker (started once, stopped once)."""
+
+    def __init__(self, cfg: EnergyConfig) -> None:
+        self._tracker = _tracker(cfg)
+        self._cpu0 = self._wall0 = 0.0
+
+    def __enter__(self) -> RunMeter:
+        self._tracker.start()
+        self._cpu0, self._wall0 = _cpu_seconds(), time.perf_counter()
+        self.reading = Reading()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._tracker.stop()
+        data = self._tracker.final_emissions_data
+        self.reading = Reading(float(data.energy_consumed), float(data.emissions),
+                               _cpu_seconds() - self._cpu0, time.perf_counter() - self._wall0)
+
+
+def describe_method(tracker: Any) -> str:
+    """Which sources CodeCarbon used, from the tracker's own hardware objects."""
+    import codecarbon
+
+    parts = []
+    for hw in getattr(tracker, "_hardware", []):
+        mode = getattr(hw, "_mode", None) or getattr(hw, "_tracking_mode", None) or ""
+        parts.append(f"{type(hw).__name__}{f'({mode})' if mode else ''}")
+    found = ", ".join(parts) or "unknown hardware"
+    return (f"CodeCarbon {codecarbon.__version__} OfflineEmissionsTracker "
+            f"(country {tracker._country_iso_code}); power sources: {found}. Without RAPL "
+            "or a power counter, CodeCarbon estimates CPU power from load and TDP constants "
+            "and RAM power from a constant, so kWh track CPU-seconds and wall time.")

@@ -1,0 +1,154 @@
+"""A PyTorch MLP for tabular data, with the preprocessing it was trained with.
+
+Scaling and categorical encoding are fitted on the training window and saved beside
+the weights as JSON, and the weights as a `state_dict` loaded with
+`weights_only=True`: a saved model is data, never unpickled code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from greenloop.config import ModelConfig
+from greenloop.data import Schema
+
+MAX_CATEGORIES = 50  # rarer levels share the all-zeros "unseen" code
+
+
+@dataclass
+class Preprocessor:
+    numeric: list[str]
+    categorical: list[str]
+    medians: list[float]
+    means: list[float]
+    stds: list[float]
+    vocab: dict[str, list[str]]
+    task: str
+    classes: list[str] = field(default_factory=list)
+    y_mean: float = 0.0
+    y_std: float = 1.0
+
+    @classmethod
+    def fit(cls, frame: pd.DataFrame, schema: Schema, task: str) -> Preprocessor:
+        num = frame[list(schema.numeric)].astype(float)
+        medians = num.median().fillna(0.0)
+        filled = num.fillna(medians)
+        stds = filled.std(ddof=0).replace(0.0, 1.0).fillna(1.0)
+        vocab = {c: _top_levels(frame[c]) for c in schema.categorical}
+        y = frame[schema.target]
+        pre = cls(list(schema.numeric), list(schema.categorical), medians.tolist(),
+                  filled.mean().tolist(), stds.tolist(), vocab, task)
+        if task == "classification":
+            pre.classes = sorted(y.astype(str).unique().tolist())
+        else:
+            pre.y_mean, pre.y_std = float(y.mean()), float(y.std(ddof=0) or 1.0)
+        return pre
+
+    @property
+    def n_inputs(self) -> int:
+        return len(self.numeric) + sum(len(v) for v in self.vocab.values())
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.classes) if self.task == "classification" else 1
+
+    def features(self, frame: pd.DataFrame) -> torch.Tensor:
+        num = frame[self.numeric].astype(float).to_numpy(dtype=np.float32)
+        num = np.where(np.isnan(num), np.asarray(self.medians, dtype=np.float32), num)
+        num = (num - np.asarray(self.means, dtype=np.float32)) / np.asarray(self.stds, dtype=np.float32)
+        blocks = [num]
+        for col in self.categorical:
+            values = frame[col].astype(str).to_numpy()
+            blocks.append((values[:, None] == np.asarray(self.vocab[col])[None, :]).astype(np.float32))
+        return torch.from_numpy(np.concatenate(blocks, axis=1))
+
+    def targets(self, y: pd.Series) -> torch.Tensor:
+        if self.task == "classification":
+            index = {c: i for i, c in enumerate(self.classes)}
+            return torch.tensor([index[v] for v in y.astype(str)], dtype=torch.long)
+        return torch.tensor(((y.to_numpy(float) - self.y_mean) / self.y_std), dtype=torch.float32)
+
+    def add_classes(self, labels: pd.Series) -> list[str]:
+        new = sorted(set(labels.astype(str)) - set(self.classes))
+        self.classes.extend(new)  # appended, so existing output rows keep their meaning
+        return new
+
+
+def _top_levels(s: pd.Series) -> list[str]:
+    counts = s.dropna().astype(str).value_counts()
+    return sorted(counts.index[:MAX_CATEGORIES].tolist())
+
+
+def build_net(n_inputs: int, n_outputs: int, cfg: ModelConfig) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    width = n_inputs
+    for hidden in cfg.hidden:
+        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        if cfg.dropout:
+            layers.append(nn.Dropout(cfg.dropout))
+        width = hidden
+    layers.append(nn.Linear(width, n_outputs))
+    return nn.Sequential(*layers)
+
+
+@dataclass
+class TabularModel:
+    pre: Preprocessor
+    net: nn.Sequential
+    cfg: ModelConfig
+
+    @classmethod
+    def create(cls, frame: pd.DataFrame, schema: Schema, task: str, cfg: ModelConfig,
+               seed: int) -> TabularModel:
+        pre = Preprocessor.fit(frame, schema, task)
+        torch.manual_seed(seed)
+        return cls(pre, build_net(pre.n_inputs, pre.n_outputs, cfg), cfg)
+
+    def copy(self) -> TabularModel:
+        pre = Preprocessor(**json.loads(json.dumps(asdict(self.pre))))
+        net = build_net(pre.n_inputs, pre.n_outputs, self.cfg)
+        net.load_state_dict(self.net.state_dict())
+        return TabularModel(pre, net, self.cfg)
+
+    def grow_classes(self, labels: pd.Series) -> list[str]:
+        """Add output units for classes seen for the first time (warm start keeps the rest)."""
+        new = self.pre.add_classes(labels) if self.pre.task == "classification" else []
+        if new:
+            old: nn.Linear = self.net[-1]
+            grown = nn.Linear(old.in_features, old.out_features + len(new))
+            with torch.no_grad():
+                grown.weight[: old.out_features] = old.weight
+                grown.bias[: old.out_features] = old.bias
+            self.net[-1] = grown
+        return new
+
+    @torch.no_grad()
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        self.net.eval()
+        out = self.net(self.pre.features(frame))
+        if self.pre.task == "classification":
+            return np.asarray(self.pre.classes, dtype=object)[out.argmax(dim=1).numpy()]
+        return out.squeeze(1).numpy() * self.pre.y_std + self.pre.y_mean
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(self.net.state_dict(), folder / "state_dict.pt")
+        meta = {"preprocessor": asdict(self.pre), "model": self.cfg.model_dump()}
+        (folder / "model.json").write_text(json.dumps(meta, indent=1))
+
+    @classmethod
+    def load(cls, folder: Path) -> TabularModel:
+        meta = json.loads((folder / "model.json").read_text())
+        pre = Preprocessor(**meta["preprocessor"])
+        cfg = ModelConfig(**meta["model"])
+        net = build_net(pre.n_inputs, pre.n_outputs, cfg)
+        state = torch.load(folder / "state_dict.pt", weights_only=True, map_location="cpu")
+        net.load_state_dict(state)
+        return cls(pre, net, cfg)

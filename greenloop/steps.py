@@ -1,0 +1,124 @@
+"""The pure steps of one update, on DataFrames: no files, no tracking, no orchestration.
+
+Every accepted batch is split once, deterministically from its content hash, into a
+training part and a holdout part. Models train only on training parts; candidates and
+the champion are compared on the new batch's holdout (recent quality) and on the
+holdouts of the champion's reference window (forgetting check).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from greenloop.config import GreenloopConfig
+from greenloop.data import Schema
+from greenloop.evaluate import evaluate, quality, relative_drop
+from greenloop.model import TabularModel
+from greenloop.policy import Action
+from greenloop.train import finetune, retrain
+
+
+@dataclass(frozen=True)
+class Batch:
+    seq: int
+    digest: str
+    frame: pd.DataFrame
+    holdout_mask: np.ndarray
+
+    @property
+    def train(self) -> pd.DataFrame:
+        return self.frame[~self.holdout_mask]
+
+    @property
+    def holdout(self) -> pd.DataFrame:
+        return self.frame[self.holdout_mask]
+
+
+def make_batch(seq: int, digest: str, frame: pd.DataFrame, fraction: float) -> Batch:
+    rng = np.random.default_rng(int(digest[:12], 16))
+    mask = rng.random(len(frame)) < fraction
+    if len(frame) >= 2 and (mask.all() or not mask.any()):
+        mask[:] = False
+        mask[rng.integers(len(frame))] = True  # a tiny batch still gets one holdout row
+    return Batch(seq, digest, frame, mask)
+
+
+def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def training_rows(action: Action, new: Batch, history: list[Batch], cfg: GreenloopConfig,
+                  seed: int) -> pd.DataFrame:
+    """Retrain: the window (all history by default) plus the new batch. Fine-tune: the new
+    batch plus an equal-sized (replay_ratio) sample of the last replay_batches batches."""
+    t = cfg.train
+    if action == "retrain":
+        window = history if t.retrain_window_batches is None else history[-t.retrain_window_batches:]
+        return concat([b.train for b in window] + [new.train])
+    if action == "finetune":
+        pool = concat([b.train for b in history[-t.replay_batches:]]) if t.replay_batches else None
+        n_replay = int(round(t.replay_ratio * len(new.train)))
+        if pool is None or pool.empty or n_replay == 0:
+            return new.train
+        replay = pool.sample(n=min(n_replay, len(pool)), random_state=seed)
+        return concat([new.train, replay])
+    raise ValueError(f"no training rows for action {action!r}")
+
+
+def train_candidate(action: Action, champion: TabularModel | None, rows: pd.DataFrame,
+                    schema: Schema, cfg: GreenloopConfig, seed: int) -> TabularModel:
+    if action == "finetune" and champion is not None:
+        return finetune(champion, rows, schema.target, cfg.train.finetune, seed)
+    return retrain(rows, schema, cfg.data.task, cfg.model, cfg.train.retrain, seed)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    promote: bool
+    reason: str
+    candidate_recent: float
+    champion_recent: float
+    candidate_reference: float
+    champion_reference: float
+    eval_quality: float  # candidate on recent + reference holdouts: its reference quality
+
+    @property
+    def gain(self) -> float:
+        return self.candidate_recent - self.champion_recent
+
+
+def judge(candidate: TabularModel, champion: TabularModel | None, recent: pd.DataFrame,
+          reference: pd.DataFrame, cfg: GreenloopConfig) -> Verdict:
+    """Promote if the candidate is not worse on recent data and has not forgotten."""
+    task, target, p = cfg.data.task, cfg.data.target, cfg.policy
+    both = concat([recent, reference])
+    cand_r, cand_f = evaluate(candidate, recent, target), evaluate(candidate, reference, target)
+    pooled = evaluate(candidate, both, target)
+    if champion is None:
+        return Verdict(True, "first model", cand_r, float("nan"), cand_f, float("nan"), pooled)
+    champ_r, champ_f = evaluate(champion, recent, target), evaluate(champion, reference, target)
+    worse_recent = relative_drop(task, champ_r, cand_r)
+    forgot = relative_drop(task, champ_f, cand_f) if len(reference) else 0.0
+    if worse_recent > p.promote_tolerance:
+        return Verdict(False, f"candidate worse on recent holdout by {worse_recent:.3f}",
+                       cand_r, champ_r, cand_f, champ_f, pooled)
+    if forgot > p.forgetting_tolerance:
+        return Verdict(False, f"candidate forgot: reference holdout worse by {forgot:.3f}",
+                       cand_r, champ_r, cand_f, champ_f, pooled)
+    return Verdict(True, f"recent {cand_r:.3f} vs {champ_r:.3f}, reference {cand_f:.3f} vs "
+                         f"{champ_f:.3f}", cand_r, champ_r, cand_f, champ_f, pooled)
+
+
+def quality_gain(task: str, verdict: Verdict) -> float:
+    """Candidate minus champion on the recent holdout, higher-is-better, in drop units."""
+    if np.isnan(verdict.champion_recent):
+        return 0.0
+    return -relative_drop(task, verdict.champion_recent, verdict.candidate_recent)
+
+
+__all__ = ["Batch", "Verdict", "concat", "judge", "make_batch", "quality", "quality_gain",
+           "train_candidate", "training_rows"]

@@ -1,0 +1,1 @@
+"""Prefect tasks: thin edges around the core — files, DVC, MLflow, reports."""

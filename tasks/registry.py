@@ -1,0 +1,128 @@
+"""Register: one MLflow run per batch, a model version per trained candidate, the
+`champion` alias moved by compare-and-swap, and the ledger row closed last."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from greenloop.evaluate import metric_name
+from greenloop.steps import quality_gain
+from tasks.pipeline import Work
+from tasks.runtime import Runtime
+
+
+def _metrics(rt: Runtime, work: Work) -> dict[str, float]:
+    m = metric_name(rt.cfg.data.task)
+    out: dict[str, float] = {f"{m}_before": work.quality_before, "rows": len(work.batch.frame),
+                             "train_rows": work.train_rows}
+    if work.drift is not None:
+        out["drift_share"] = work.drift.share
+        out["drifted_columns"] = work.drift.n_drifted
+        out.update({f"drift_score.{c}": v for c, v in work.drift.scores.items()})
+    if work.verdict is not None:
+        out[f"{m}_after"] = work.verdict.candidate_recent
+        out[f"{m}_champion_holdout"] = work.verdict.champion_recent
+        out[f"{m}_reference_candidate"] = work.verdict.candidate_reference
+        out[f"{m}_reference_champion"] = work.verdict.champion_reference
+    for phase, r in work.energy.items():
+        out[f"energy_kwh.{phase}"] = r.energy_kwh
+        out[f"cpu_seconds.{phase}"] = r.cpu_seconds
+        out[f"wall_seconds.{phase}"] = r.wall_seconds
+    out["energy_kwh"] = sum(r.energy_kwh for r in work.energy.values())
+    out["emissions_kg"] = sum(r.emissions_kg for r in work.energy.values())
+    return out
+
+
+def _tags(rt: Runtime, work: Work, row_md5: str | None) -> dict[str, str]:
+    d = work.decision
+    assert d is not None
+    return {"batch_hash": work.batch.digest, "batch_seq": str(work.batch.seq),
+            "dvc_md5": row_md5 or "", "decision": d.action, "reason": d.reason,
+            "policy": rt.policy_name, "model": rt.model_name,
+            "champion_version": str(work.champion_version or ""),
+            "drifted_columns": ",".join(work.drift.drifted) if work.drift else "",
+            "energy_method": rt.meter.method()}
+
+
+@task(name="register", cache_policy=NONE)
+def register(rt: Runtime, work: Work) -> dict[str, object]:
+    with work.meter(rt, "overhead"):
+        return _register(rt, work)
+
+
+def _register(rt: Runtime, work: Work) -> dict[str, object]:
+    row = rt.ledger.batch(rt.model_name, work.batch.digest)
+    md5 = row.dvc_md5 if row else None
+    tags = _tags(rt, work, md5)
+    params = {"policy": rt.policy_name, "batch_seq": work.batch.seq, "rows": len(work.batch.frame),
+              "drift_method": rt.cfg.drift.method, "drift_threshold": rt.cfg.drift.threshold,
+              "decision": tags["decision"], "config": rt.config_path}
+    artifacts = [work.report] if work.report else []
+    run_id = rt.tracker.log_run(f"{rt.model_name}-b{work.batch.seq:05d}", params,
+                                _metrics(rt, work), tags, artifacts)
+    version = promoted = None
+    if work.candidate is not None and work.verdict is not None:
+        version, promoted = _register_candidate(rt, work, run_id, md5 or "")
+    role = "bootstrap" if work.champion is None else "update"
+    rt.ledger.update_batch(
+        rt.model_name, work.batch.digest, status="processed", role=role,
+        decision=work.decision.action if work.decision else None,
+        reason=work.decision.reason if work.decision else None, version=version,
+        quality_before=None if math.isnan(work.quality_before) else work.quality_before,
+        quality_after=work.verdict.candidate_recent if work.verdict else None,
+        drift_share=work.drift.share if work.drift else None, mlflow_run_id=run_id)
+    return {"seq": work.batch.seq, "decision": tags["decision"], "version": version,
+            "promoted": promoted, "run_id": run_id}
+
+
+def _register_candidate(rt: Runtime, work: Work, run_id: str, md5: str) -> tuple[int, bool]:
+    assert work.candidate is not None and work.verdict is not None and work.decision is not None
+    folder = rt.ws.models(rt.model_name)
+    staging = folder / f".staging-{work.batch.digest[:16]}"
+    shutil.rmtree(staging, ignore_errors=True)
+    work.candidate.save(staging)
+    energy_kwh = sum(r.energy_kwh for r in work.energy.values())
+    parent = work.champion_version if work.decision.action == "finetune" else None
+    lineage = energy_kwh + (rt.ledger.lineage_energy(rt.model_name, parent) if parent else 0.0)
+    train = work.energy.get("train")
+    tags = {"decision": work.decision.action, "reason": work.decision.reason,
+            "parent_version": str(parent or ""), "data_md5": md5, "batch_hash": work.batch.digest,
+            "energy_kwh": f"{energy_kwh:.9f}",
+            "emissions_kg": f"{sum(r.emissions_kg for r in work.energy.values()):.9f}",
+            "cpu_seconds": f"{sum(r.cpu_seconds for r in work.energy.values()):.3f}",
+            "train_energy_kwh": f"{train.energy_kwh if train else 0.0:.9f}",
+            "lineage_energy_kwh": f"{lineage:.9f}", "promotion": work.verdict.reason}
+    version = rt.tracker.register(rt.model_name, run_id, staging, tags)
+    final = folder / f"v{version}"
+    shutil.rmtree(final, ignore_errors=True)
+    staging.replace(final)
+    rt.ledger.add_version(
+        rt.model_name, version, parent=parent, decision=work.decision.action,
+        reason=work.decision.reason, batch_hash=work.batch.digest,
+        trained_through=work.batch.seq, reference_quality=work.verdict.eval_quality,
+        holdout_gain=quality_gain(rt.cfg.data.task, work.verdict), energy_kwh=energy_kwh,
+        lineage_energy_kwh=lineage, data_md5=md5)
+    promoted = work.verdict.promote and promote(rt, version, work.champion_version,
+                                                work.verdict.reason)
+    return version, bool(promoted)
+
+
+def promote(rt: Runtime, version: int, expected: int | None, reason: str) -> bool:
+    """Ledger first (compare-and-swap against the champion when training began), then
+    the MLflow alias; `reconcile` repairs the alias if a crash falls in between."""
+    if not rt.ledger.move_champion(rt.model_name, version, expected, reason):
+        return False
+    rt.tracker.set_champion(rt.model_name, version)
+    rt.models.setdefault(version, rt.model(version))
+    return True
+
+
+def reconcile(rt: Runtime) -> None:
+    """Make the MLflow alias agree with the ledger (the record of truth)."""
+    version = rt.ledger.champion(rt.model_name)
+    if version is not None and rt.tracker.champion(rt.model_name) != version:
+        rt.tracker.set_champion(rt.model_name, version)

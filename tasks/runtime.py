@@ -1,0 +1,119 @@
+"""Per-process state shared by the tasks of a flow: config, ledger, meter, caches.
+
+Flows take plain, JSON-able parameters (config path, policy, batch path) so that
+they show up readably in the Prefect UI; the heavy objects they need (loaded models,
+the CodeCarbon tracker, the MLflow client) live here, once per process.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+
+from greenloop.config import GreenloopConfig, load_config
+from greenloop.data import Schema, infer_schema, read_table
+from greenloop.energy import Meter
+from greenloop.ledger import Ledger
+from greenloop.model import TabularModel
+from greenloop.policy import Policy, make_policy
+from greenloop.steps import Batch, make_batch
+from greenloop.workspace import Workspace
+from tasks.tracking import Tracker
+
+
+@dataclass
+class Runtime:
+    cfg: GreenloopConfig
+    ws: Workspace
+    config_path: str
+    frames: dict[str, Batch] = field(default_factory=dict)
+    models: dict[int, TabularModel] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def policy_name(self) -> str:
+        return self.cfg.policy.name
+
+    @property
+    def model_name(self) -> str:
+        """One registered model per dataset and policy: policies never share a champion."""
+        return f"{self.cfg.name}-{self.policy_name}"
+
+    @property
+    def experiment(self) -> str:
+        return self.cfg.tracking.experiment or f"greenloop-{self.cfg.name}"
+
+    @property
+    def tracking_uri(self) -> str:
+        return (os.environ.get("MLFLOW_TRACKING_URI") or self.cfg.tracking.tracking_uri
+                or self.ws.default_tracking_uri())
+
+    @cached_property
+    def source_path(self) -> Path:
+        return self.ws.source(self.cfg.data.path)
+
+    @cached_property
+    def source(self) -> pd.DataFrame:
+        return read_table(self.source_path)
+
+    @cached_property
+    def schema(self) -> Schema:
+        return infer_schema(self.source, self.cfg.data)
+
+    @cached_property
+    def ledger(self) -> Ledger:
+        return Ledger(self.ws.ledger_path)
+
+    @cached_property
+    def meter(self) -> Meter:
+        return Meter(self.cfg.energy)
+
+    @cached_property
+    def policy(self) -> Policy:
+        return make_policy(self.cfg.policy)
+
+    @cached_property
+    def tracker(self) -> Tracker:
+        return Tracker(self.tracking_uri, self.experiment, self.ws.artifacts)
+
+    def batch(self, digest: str, seq: int, accepted_path: str) -> Batch:
+        if digest not in self.frames:
+            frame = pd.read_parquet(self.ws.home / accepted_path)
+            self.frames[digest] = make_batch(seq, digest, frame, self.cfg.train.holdout_fraction)
+        return self.frames[digest]
+
+    def model(self, version: int) -> TabularModel:
+        if version not in self.models:
+            self.models[version] = self.tracker.fetch_model(
+                self.model_name, version, self.ws.models(self.model_name))
+        return self.models[version]
+
+
+_RUNTIMES: dict[tuple[str, str | None, str], Runtime] = {}
+_GUARD = threading.Lock()
+
+
+def get_runtime(config: str, policy: str | None = None, home: str | None = None) -> Runtime:
+    ws = Workspace.from_env(home)
+    key = (str(Path(config).resolve()), policy, str(ws.home))
+    with _GUARD:
+        if key not in _RUNTIMES:
+            cfg = load_config(config)
+            if policy:
+                cfg = cfg.with_policy(policy)
+            _RUNTIMES[key] = Runtime(cfg, ws, config)
+        return _RUNTIMES[key]
+
+
+def forget_runtimes() -> None:
+    """Drop cached runtimes (tests that build several homes in one process)."""
+    with _GUARD:
+        for rt in _RUNTIMES.values():
+            if "ledger" in rt.__dict__:
+                rt.ledger.close()
+        _RUNTIMES.clear()

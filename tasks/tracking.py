@@ -1,0 +1,105 @@
+"""The one module that talks to MLflow.
+
+Uses `MlflowClient` with explicit run ids (the fluent "active run" is thread-local and
+breaks under `.submit()`). Model versions carry the `state_dict` and preprocessing
+JSON as artifacts; the version in service carries the alias `champion`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# A tracking server that is down must not hang a flow for minutes (default ~4 min).
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
+import mlflow  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.exceptions import MlflowException, RestException  # noqa: E402
+
+from greenloop.model import TabularModel  # noqa: E402
+
+CHAMPION = "champion"
+
+
+class Tracker:
+    def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path) -> None:
+        self.uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self.experiment = experiment
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            location = None
+            if tracking_uri.startswith("sqlite:") or "://" not in tracking_uri:
+                location = (artifact_root / experiment).resolve().as_uri()
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        else:
+            self.experiment_id = exp.experiment_id
+
+    def log_run(self, name: str, params: dict[str, Any], metrics: dict[str, float],
+                tags: dict[str, str], artifacts: list[Path] = ()) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        run_id = run.info.run_id
+        from mlflow.entities import Metric, Param, RunTag
+
+        ts = int(run.info.start_time)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), ts, 0) for k, v in metrics.items() if _finite(v)],
+            params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+            tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()],
+        )
+        for path in artifacts:
+            self.client.log_artifact(run_id, str(path))
+        self.client.set_terminated(run_id)
+        return run_id
+
+    def register(self, model_name: str, run_id: str, model_dir: Path, tags: dict[str, str]) -> int:
+        self.client.log_artifacts(run_id, str(model_dir), "model")
+        try:
+            self.client.create_registered_model(model_name, tags={"project": "greenloop"})
+        except MlflowException as e:
+            if "already exists" not in str(e).lower() and "RESOURCE_ALREADY_EXISTS" not in str(e):
+                raise
+        source = f"{self.client.get_run(run_id).info.artifact_uri}/model"
+        mv = self.client.create_model_version(model_name, source=source, run_id=run_id,
+                                              tags={k: str(v) for k, v in tags.items()})
+        return int(mv.version)
+
+    def champion(self, model_name: str) -> int | None:
+        try:
+            return int(self.client.get_model_version_by_alias(model_name, CHAMPION).version)
+        except (MlflowException, RestException):
+            return None
+
+    def set_champion(self, model_name: str, version: int) -> None:
+        self.client.set_registered_model_alias(model_name, CHAMPION, str(version))
+
+    def tag_version(self, model_name: str, version: int, key: str, value: str) -> None:
+        self.client.set_model_version_tag(model_name, str(version), key, value)
+
+    def fetch_model(self, model_name: str, version: int, cache: Path) -> TabularModel:
+        """Load a version: from the local cache, else its artifacts (weights_only load)."""
+        folder = cache / f"v{version}"
+        if not (folder / "state_dict.pt").exists():
+            mv = self.client.get_model_version(model_name, str(version))
+            tmp = cache / f".v{version}.download"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(tmp),
+                                                tracking_uri=self.uri)
+            inner = next(p.parent for p in tmp.rglob("state_dict.pt"))
+            inner.replace(folder)
+            shutil.rmtree(tmp, ignore_errors=True)
+        return TabularModel.load(folder)
+
+
+def _finite(v: float) -> bool:
+    try:
+        return float(v) == float(v) and abs(float(v)) != float("inf")
+    except (TypeError, ValueError):
+        return False
