@@ -1,0 +1,138 @@
+"""Deployments: what `greenloop serve` puts on a Prefect server, per model.
+
+    ingest-<dataset>            event `greenloop.batch.arrived` (the watcher), path from
+                                the event payload -> validate, version, record, then emit
+                                `greenloop.batch.accepted`
+    update-<dataset>            event `greenloop.batch.accepted` -> every accepted,
+                                unprocessed batch of the model, in arrival order
+    scheduled-update-<dataset>  cron `schedule.update_cron` -> the same update
+    full-retrain-<dataset>      cron `schedule.full_retrain_cron`, inactive unless
+                                `schedule.full_retrain_active`
+
+Ingest never waits for training: it only emits an event. All updates of one model
+(event, cron or full retrain) take the global concurrency limit
+`greenloop-update-<model>` (limit 1), so they run one at a time; a queued update
+finds what its predecessor left and processes the rest. Deployment names carry the
+dataset so one server can serve many models; triggers match on the event's
+`greenloop.dataset` / `greenloop.model` resource labels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from prefect import flow, get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.events import DeploymentEventTrigger
+from prefect.exceptions import ObjectAlreadyExists
+from prefect.schedules import Cron
+
+from flows.retrain import full_retrain
+from flows.update import ingest, update
+from greenloop.config import GreenloopConfig, load_config
+from tasks.events import ACCEPTED, ARRIVED
+
+
+def model_name(cfg: GreenloopConfig) -> str:
+    return f"{cfg.name}-{cfg.policy.name}"  # as tasks.runtime.Runtime.model_name
+
+
+def limit_name(model: str) -> str:
+    return f"greenloop-update-{model}"
+
+
+@contextmanager
+def one_update_at_a_time(config: str, policy: str | None) -> Iterator[None]:
+    cfg = load_config(config)
+    if policy:
+        cfg = cfg.with_policy(policy)
+    # strict=False: without the limit (e.g. a flow run outside `serve`) this is a no-op.
+    with concurrency(limit_name(model_name(cfg)), occupy=1, strict=False):
+        yield
+
+
+@flow(name="update", log_prints=True)
+def update_model(config: str, policy: str | None = None, home: str | None = None) -> list[dict]:
+    """The `update` flow, one run per model at a time (served deployments use this)."""
+    with one_update_at_a_time(config, policy):
+        return update.fn(config, None, policy, home)
+
+
+@flow(name="full-retrain", log_prints=True)
+def full_retrain_model(config: str, policy: str | None = None, home: str | None = None,
+                       reason: str = "scheduled full retrain") -> list[dict]:
+    with one_update_at_a_time(config, policy):
+        return full_retrain.fn(config, policy, home, reason)
+
+
+async def ensure_limit(name: str, limit: int = 1) -> None:
+    async with get_client() as client:
+        try:
+            await client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=name, limit=limit))
+        except ObjectAlreadyExists:
+            pass
+
+
+def deployments(config: str | Path, policy: str | None = None,
+                home: str | Path | None = None) -> list[RunnerDeployment]:
+    """The four deployments of one config, with absolute paths as fixed parameters."""
+    cfg = load_config(config)
+    if policy:
+        cfg = cfg.with_policy(policy)
+    model = model_name(cfg)
+    fixed = {"config": str(Path(config).resolve()), "policy": policy,
+             "home": str(Path(home).resolve()) if home else None}
+    tags = ["greenloop", cfg.name, model]
+    common = {"tags": tags, "entrypoint_type": EntrypointType.MODULE_PATH}
+    s = cfg.schedule
+    return [
+        ingest.to_deployment(
+            f"ingest-{cfg.name}", parameters={k: v for k, v in fixed.items()},
+            description=f"Validate, version and record a batch arriving in "
+                        f"data/landing/{cfg.name}/; emits {ACCEPTED}.",
+            triggers=[DeploymentEventTrigger(
+                name=f"{cfg.name}: batch arrived", expect={ARRIVED},
+                match={"greenloop.dataset": cfg.name},
+                parameters={"path": "{{ event.payload.path }}"})], **common),
+        update_model.to_deployment(
+            f"update-{cfg.name}", parameters=fixed,
+            description=f"Process every accepted, unprocessed batch of {model} in arrival order.",
+            triggers=[DeploymentEventTrigger(
+                name=f"{cfg.name}: batch accepted", expect={ACCEPTED},
+                match={"greenloop.model": model})], **common),
+        update_model.to_deployment(
+            f"scheduled-update-{cfg.name}", parameters=fixed,
+            description=f"The same update on a fixed cadence ({s.update_cron}).",
+            schedules=[Cron(s.update_cron, timezone="UTC")], **common),
+        full_retrain_model.to_deployment(
+            f"full-retrain-{cfg.name}", parameters=fixed,
+            description=f"Full retrain of {model} ({s.full_retrain_cron}); inactive unless "
+                        "schedule.full_retrain_active.",
+            schedules=[Cron(s.full_retrain_cron, timezone="UTC", active=s.full_retrain_active)],
+            **common),
+    ]
+
+
+def serve_all(configs: list[str | Path], policy: str | None = None,
+              home: str | Path | None = None, limit: int | None = None) -> None:
+    """Register the deployments of every config, create the per-model limits, and run
+    flow runs as subprocesses of this process until interrupted."""
+    from prefect import serve
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        raise RuntimeError("serving needs a Prefect server: set PREFECT_API_URL")
+    deps: list[RunnerDeployment] = []
+    for config in configs:
+        cfg = load_config(config)
+        if policy:
+            cfg = cfg.with_policy(policy)
+        asyncio.run(ensure_limit(limit_name(model_name(cfg))))
+        deps += deployments(config, policy, home)
+    serve(*deps, limit=limit, print_starting_message=False)

@@ -1,0 +1,82 @@
+"""Which landing files are complete: the rule behind `greenloop watch`.
+
+A file in data/landing/<dataset>/ is reported once it is *complete*:
+
+- its name is not a temporary one: hidden (`.name`), or ending in `.tmp`, `.part`,
+  `.partial`, `.crdownload`, `.inprogress` — writers that write to such a name and
+  `rename` when done (the atomic way) are picked up at the rename;
+- its suffix is one ingest reads (.csv, .parquet, .pq);
+- its size and modification time were the same in two consecutive polls, and it is
+  not empty — a writer still appending changes one of them between polls.
+
+Each file is reported once per (name, size, mtime): a restart does not report it
+again (the state file remembers), and a file rewritten in place with new content is
+reported again (ingest dedupes by content hash anyway). Pure: no Prefect here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from greenloop.data import READABLE_SUFFIXES
+
+TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".inprogress")
+
+Signature = tuple[int, int]  # (size_bytes, mtime_ns)
+
+
+def is_candidate(path: Path) -> bool:
+    name = path.name
+    if name.startswith(".") or name.lower().endswith(TEMP_SUFFIXES):
+        return False
+    return path.suffix.lower() in READABLE_SUFFIXES
+
+
+@dataclass
+class LandingWatcher:
+    folder: Path
+    state_path: Path | None = None
+    _last: dict[str, Signature] = field(default_factory=dict)
+    _reported: dict[str, Signature] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.state_path is not None and self.state_path.exists():
+            raw = json.loads(self.state_path.read_text())
+            self._reported = {k: (int(v[0]), int(v[1])) for k, v in raw.items()}
+
+    def _scan(self) -> dict[str, Signature]:
+        seen: dict[str, Signature] = {}
+        if not self.folder.is_dir():
+            return seen
+        for p in self.folder.iterdir():
+            if not p.is_file() or p.is_symlink() or not is_candidate(p):
+                continue
+            try:
+                st = p.stat()
+            except FileNotFoundError:  # renamed or removed between listing and stat
+                continue
+            seen[p.name] = (st.st_size, st.st_mtime_ns)
+        return seen
+
+    def poll(self) -> list[Path]:
+        """Files complete since the last poll, oldest modification first."""
+        now = self._scan()
+        ready = [name for name, sig in now.items()
+                 if sig[0] > 0 and self._last.get(name) == sig and self._reported.get(name) != sig]
+        self._last = now
+        ready.sort(key=lambda n: (now[n][1], n))
+        for name in ready:
+            self._reported[name] = now[name]
+        if ready:
+            self._save()
+        return [self.folder / n for n in ready]
+
+    def _save(self) -> None:
+        if self.state_path is None:
+            return
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({k: list(v) for k, v in self._reported.items()}))
+        tmp.replace(self.state_path)
