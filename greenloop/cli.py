@@ -117,6 +117,10 @@ def status(config: ConfigOpt, policy: PolicyOpt = None, home: HomeOpt = None,
     render_status(str(config), policy, str(home) if home else None, history, last)
 
 
+# compare: registered on `app` by importing the module (issue 3).
+from greenloop import cli_compare  # noqa: E402,F401
+
+
 def main() -> None:  # pragma: no cover - console entry
     app(prog_name="greenloop")
 
