@@ -1,0 +1,129 @@
+"""Ratios and per-batch curves of `compare`, on a small hand-made ledger and summaries."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from greenloop.compare import (
+    EnergyRow,
+    attribute_energy,
+    batch_curve,
+    compare_runs,
+    mean_spread,
+    mean_summary,
+    overhead_share,
+    ratios,
+    read_energy_rows,
+    seconds_per_batch,
+)
+from greenloop.ledger import BatchRow, Ledger
+
+
+def summary(total: float, train: float, cpu: float, wall: float, q: float,
+            batches: int = 10) -> dict:
+    return {"dataset": "d", "policy": "p", "metric": "accuracy", "prequential": q,
+            "batches": batches, "wall_seconds": wall, "emissions_kg": total * 0.5,
+            "energy_kwh": {"total": total, "train": train, "ingest": 0.0},
+            "cpu_seconds": {"total": cpu, "train": cpu / 2},
+            "decisions": {"skip": 5, "finetune": 3, "retrain": 2}}
+
+
+def test_ratios_against_the_baseline() -> None:
+    base = summary(total=2.0, train=1.6, cpu=100.0, wall=50.0, q=0.75)
+    mine = summary(total=0.5, train=0.2, cpu=20.0, wall=25.0, q=0.78)
+    r = ratios(mine, base)
+    assert r["energy_total"] == pytest.approx(0.25)
+    assert r["energy_train"] == pytest.approx(0.125)
+    assert r["cpu_seconds"] == pytest.approx(0.2)
+    assert r["wall_seconds"] == pytest.approx(0.5)
+    assert r["quality_delta"] == pytest.approx(0.03)
+    assert r["quality_relative"] == pytest.approx(0.78 / 0.75 - 1)
+    assert overhead_share(mine) == pytest.approx(1 - 0.2 / 0.5)
+    assert seconds_per_batch(mine) == pytest.approx(2.5)
+
+
+def test_zero_baseline_training_gives_nan_not_an_error() -> None:
+    base = summary(total=1.0, train=0.0, cpu=1.0, wall=1.0, q=0.5)
+    assert math.isnan(ratios(base, base)["energy_train"])
+
+
+def test_seeds_pair_with_the_same_seed_of_the_baseline() -> None:
+    runs = {"periodic": [summary(2.0, 1.5, 10, 10, 0.70), summary(4.0, 3.0, 20, 20, 0.80)],
+            "gated": [summary(1.0, 0.5, 5, 5, 0.71), summary(1.0, 0.5, 5, 5, 0.79)]}
+    out = compare_runs(runs)
+    # seed 0: 1/2, seed 1: 1/4 -> mean 0.375, sample std of (0.5, 0.25)
+    assert out["ratios"]["gated"]["energy_total"] == pytest.approx(0.375)
+    assert out["spread"]["gated"]["energy_total"] == pytest.approx(math.sqrt(2) * 0.125)
+    assert out["ratios"]["gated"]["quality_delta"] == pytest.approx(0.0)
+    assert out["ratios"]["periodic"]["energy_total"] == pytest.approx(1.0)
+    assert out["spread"]["periodic"]["energy_total"] == pytest.approx(0.0)
+    merged = mean_summary(runs["periodic"])
+    assert merged["energy_kwh"]["total"] == pytest.approx(3.0)
+    assert merged["prequential"] == pytest.approx(0.75)
+    assert merged["seeds"] == 2
+
+
+def test_compare_needs_the_baseline() -> None:
+    with pytest.raises(ValueError, match="baseline"):
+        compare_runs({"gated": [summary(1, 1, 1, 1, 0.5)]})
+
+
+def test_mean_spread_ignores_nan() -> None:
+    assert mean_spread([1.0, float("nan"), 3.0]) == (2.0, pytest.approx(math.sqrt(2)))
+    assert all(math.isnan(v) for v in mean_spread([float("nan")]))
+
+
+def _row(seq: int, role: str, decision: str, rows: int, q: float | None) -> BatchRow:
+    return BatchRow("m", f"h{seq}", seq, "processed", role, f"a/{seq}", rows, decision, q, None)
+
+
+LEDGER_ROWS = [  # (id, hash, phase, kWh): ingest rows carry no hash; "run" is the whole replay
+    (1, None, "ingest", 1.0), (2, "h1", "overhead", 0.5),
+    (3, None, "ingest", 1.0), (4, "h2", "train", 10.0), (5, "h2", "evaluate", 1.0),
+    (6, "h2", "overhead", 0.5),
+    (7, None, "ingest", 1.0), (8, "h3", "evaluate", 0.25), (9, "h3", "drift", 0.25),
+    (10, "h3", "overhead", 0.5),
+    (11, None, "ingest", 1.0), (12, "h4", "evaluate", 0.25), (13, "h4", "drift", 0.25),
+    (14, "h4", "train", 2.0), (15, "h4", "overhead", 0.5), (16, None, "run", 100.0),
+]
+
+
+def energy_rows() -> list[EnergyRow]:
+    return [EnergyRow(i, h, p, e, cpu_seconds=e, wall_seconds=2 * e) for i, h, p, e in LEDGER_ROWS]
+
+
+def test_ingest_energy_goes_to_the_next_batch_and_the_run_row_to_none() -> None:
+    per = attribute_energy(reversed(energy_rows()))  # order comes from the ids, not the input
+    assert per["h1"]["energy_kwh"] == pytest.approx(1.5)
+    assert per["h2"]["energy_kwh"] == pytest.approx(12.5)
+    assert per["h2"]["train_energy_kwh"] == pytest.approx(10.0)
+    assert per["h4"]["wall_seconds"] == pytest.approx(8.0)
+    assert sum(v["energy_kwh"] for v in per.values()) == pytest.approx(
+        sum(e for _, _, p, e in LEDGER_ROWS if p != "run"))
+
+
+def test_batch_curve_is_prequential_and_cumulative() -> None:
+    batches = [_row(2, "bootstrap", "retrain", 100, None), _row(1, "bootstrap", "skip", 100, None),
+               _row(3, "update", "skip", 100, 0.9), _row(4, "update", "retrain", 300, 0.5)]
+    pts = batch_curve(batches, energy_rows())
+    assert [p.seq for p in pts] == [1, 2, 3, 4]
+    assert math.isnan(pts[0].quality) and math.isnan(pts[1].prequential)
+    assert pts[2].prequential == pytest.approx(0.9)
+    assert pts[3].prequential == pytest.approx((0.9 * 100 + 0.5 * 300) / 400)  # row-weighted
+    assert [p.cumulative_energy_kwh for p in pts] == pytest.approx([1.5, 14.0, 16.0, 20.0])
+    assert pts[-1].cumulative_train_energy_kwh == pytest.approx(12.0)
+
+
+def test_read_energy_rows_from_a_real_ledger(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    reading = {"energy_kwh": 1e-6, "emissions_kg": 1e-7, "cpu_seconds": 0.1, "wall_seconds": 0.2}
+    ledger.add_energy("m", None, "ingest", reading)
+    ledger.add_energy("m", "abc", "train", reading, "retrain")
+    ledger.add_energy("other", "abc", "train", reading, "retrain")
+    ledger.close()
+    rows = read_energy_rows(tmp_path / "ledger.sqlite", "m")
+    assert [(r.hash, r.phase) for r in rows] == [(None, "ingest"), ("abc", "train")]
+    assert rows[1].energy_kwh == pytest.approx(1e-6)
