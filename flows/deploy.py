@@ -60,7 +60,14 @@ def one_update_at_a_time(config: str, policy: str | None) -> Iterator[None]:
 def update_model(config: str, policy: str | None = None, home: str | None = None) -> list[dict]:
     """The `update` flow, one run per model at a time (served deployments use this)."""
     with one_update_at_a_time(config, policy):
-        return update.fn(config, None, policy, home)
+        results = update.fn(config, None, policy, home)
+    for r in results:  # shown in the flow run's logs in the Prefect UI
+        print(f"batch {r['seq']}: {r['decision']}"
+              + (f" -> version {r['version']}" if r.get("version") else "")
+              + (" (champion)" if r.get("promoted") else ""))
+    if not results:
+        print("nothing to process: no accepted batch is waiting")
+    return results
 
 
 @flow(name="full-retrain", log_prints=True)

@@ -20,6 +20,8 @@ QUIET_ENV = {
     "DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "MLFLOW_DISABLE_TELEMETRY": "true", "CODECARBON_LOG_LEVEL": "error",
     "DVC_NO_ANALYTICS": "1", "GIT_PYTHON_REFRESH": "quiet",
+    # A loaded 2-core machine can take longer than the 20 s default to start it.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="dataset config (YAML)")]
@@ -50,11 +52,9 @@ def _check_config(config: Path) -> None:
 
 
 def in_prefect(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call a flow with the per-run heartbeat off (it costs ~1 s a flow run)."""
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from flows import call_flow
 
-    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        return fn(*args, **kwargs)
+    return call_flow(fn, *args, **kwargs)
 
 
 @app.command()
@@ -117,8 +117,16 @@ def status(config: ConfigOpt, policy: PolicyOpt = None, home: HomeOpt = None,
     render_status(str(config), policy, str(home) if home else None, history, last)
 
 
+# serve, watch, ui, fleet: registered on `app` by importing the module (issue 4).
+from greenloop import cli_serve  # noqa: E402,F401
+
+
 # compare: registered on `app` by importing the module (issue 3).
 from greenloop import cli_compare  # noqa: E402,F401
+
+
+# rollback: registered on `app` by importing the module (issue 5).
+from greenloop import cli_reliability  # noqa: E402,F401
 
 
 def main() -> None:  # pragma: no cover - console entry

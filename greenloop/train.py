@@ -35,7 +35,7 @@ def fit(model: TabularModel, frame: pd.DataFrame, target: str, recipe: RecipeCon
             loss = loss_fn(out if model.pre.task == "classification" else out.squeeze(1), y[idx])
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         last = total / max(len(x), 1)
     model.net.eval()
     return last

@@ -6,6 +6,7 @@ nothing about the model in service changes.
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from greenloop.data import BatchRejected, content_hash, read_table, validate_batch
+from greenloop.faults import checkpoint
+from greenloop.locks import model_lock
 from greenloop.workspace import OutsideWorkspace
 from tasks.runtime import Runtime
 from tasks.versioning import dvc_add, ensure_repo
@@ -27,20 +30,38 @@ class Ingested:
     duplicate: bool
 
 
+def arrival_roots(rt: Runtime) -> tuple[Path, ...]:
+    """Where arrivals may come from: data/landing/ (anything that is dropped in), and the
+    replay's own stream folder of this dataset (written by the pipeline itself)."""
+    return (rt.ws.data / "landing", rt.ws.stream(rt.cfg.name))
+
+
 def resolve_arrival(rt: Runtime, path: str) -> Path:
-    """Only files inside data/ are read: no traversal, no symlink out of the data folder."""
+    """Only regular files under data/landing/ (or the replay stream) are read: no
+    traversal, no symbolic link, nothing elsewhere in data/ or outside it."""
     candidate = Path(path)
     if not candidate.is_absolute():
         candidate = rt.ws.home / candidate
     if candidate.is_symlink():
         raise BatchRejected(f"{candidate.name}: symbolic links are not accepted")
-    try:
-        resolved = rt.ws.inside(rt.ws.data, candidate)
-    except OutsideWorkspace as e:
-        raise BatchRejected(str(e)) from e
+    for root in arrival_roots(rt):
+        try:
+            resolved = rt.ws.inside(root, candidate)
+            break
+        except OutsideWorkspace:
+            continue
+    else:
+        raise BatchRejected(f"{_safe_name(path)}: outside {rt.ws.data / 'landing'} "
+                            f"(arrivals must be dropped in data/landing/)")
     if not resolved.is_file():
         raise BatchRejected(f"{candidate.name}: no such file")
     return resolved
+
+
+def _safe_name(path: str) -> str:
+    """A file name safe to write in the quarantine folder, whatever `path` says."""
+    name = Path(str(path)).name
+    return name if name not in ("", ".", "..") and not name.startswith(".") else "batch"
 
 
 def quarantine(rt: Runtime, path: str, digest: str | None, reason: str) -> Path:
@@ -48,7 +69,7 @@ def quarantine(rt: Runtime, path: str, digest: str | None, reason: str) -> Path:
     reason. A file outside data/ is never touched: only the reason is written."""
     folder = rt.ws.quarantine(rt.cfg.name)
     folder.mkdir(parents=True, exist_ok=True)
-    name = Path(path).name or "batch"
+    name = _safe_name(path)
     try:
         src: Path | None = resolve_arrival(rt, path)
     except BatchRejected:
@@ -73,6 +94,23 @@ def ingest_batch(rt: Runtime, path: str) -> Ingested:
         rt.ledger.add_energy(rt.model_name, None, "ingest", reading.as_dict())
 
 
+def recover_received(rt: Runtime) -> list[Ingested]:
+    """Ingests that crashed after the ledger row ('received') and before 'accepted':
+    ingest them again from their arrival file if it is still there. If it is gone, the
+    row waits: the same file arriving again is ingested then (same hash, same seq)."""
+    done = []
+    for row in rt.ledger.batches(rt.model_name, ("received",)):
+        source = rt.ledger._conn.execute("SELECT source FROM batches WHERE model=? AND hash=?",
+                                         (rt.model_name, row.hash)).fetchone()[0]
+        try:
+            arrival = resolve_arrival(rt, source)
+        except BatchRejected:
+            continue
+        if content_hash(arrival) == row.hash:
+            done.append(ingest_batch(rt, str(arrival)))
+    return done
+
+
 def _ingest(rt: Runtime, path: str) -> Ingested:
     digest: str | None = None
     try:
@@ -82,17 +120,23 @@ def _ingest(rt: Runtime, path: str) -> Ingested:
     except BatchRejected as e:
         quarantine(rt, path, digest, str(e))
         raise
-    seq, status = rt.ledger.receive(rt.model_name, digest, str(arrival))
-    if status != "received":
-        return Ingested(digest, seq, status, duplicate=True)
-    accepted = rt.ws.accepted(rt.cfg.name) / f"{digest[:24]}.parquet"
-    if not accepted.exists():
-        accepted.parent.mkdir(parents=True, exist_ok=True)
-        tmp = accepted.with_suffix(".tmp")
-        frame.to_parquet(tmp, index=False)
-        tmp.replace(accepted)  # atomic: a crash never leaves half a batch
-    ensure_repo(rt.ws.home)
-    md5 = dvc_add(rt.ws.home, accepted)
-    rt.ledger.update_batch(rt.model_name, digest, status="accepted", rows=len(frame),
-                           accepted_path=str(accepted.relative_to(rt.ws.home)), dvc_md5=md5)
+    # One ingest of a model at a time: of N copies arriving at once, exactly one writes
+    # the batch; the others find its row. A row still 'received' under this lock is an
+    # ingest that crashed (SIGKILL releases the lock): it is done again, same seq.
+    with model_lock(rt.ws.state, rt.model_name, "ingest"):
+        seq, status = rt.ledger.receive(rt.model_name, digest, str(arrival))
+        if status != "received":
+            return Ingested(digest, seq, status, duplicate=True)
+        checkpoint("ingest")
+        accepted = rt.ws.accepted(rt.cfg.name) / f"{digest[:24]}.parquet"
+        if not accepted.exists():
+            accepted.parent.mkdir(parents=True, exist_ok=True)
+            tmp = accepted.with_suffix(f".{os.getpid()}.tmp")
+            frame.to_parquet(tmp, index=False)
+            tmp.replace(accepted)  # atomic: a crash never leaves half a batch
+        ensure_repo(rt.ws.home)
+        md5 = dvc_add(rt.ws.home, accepted)
+        rt.ledger.update_batch(rt.model_name, digest, status="accepted", rows=len(frame),
+                               accepted_path=str(accepted.relative_to(rt.ws.home)), dvc_md5=md5,
+                               error=None)
     return Ingested(digest, seq, "accepted", duplicate=False)

@@ -7,14 +7,18 @@ records what it measured on the batch's `Work` record; registration is in regist
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
+from prefect.exceptions import MissingContextError
 
+from greenloop.carbon import apply_carbon_window
 from greenloop.drift import DriftResult, detect, write_report
 from greenloop.energy import Reading
 from greenloop.evaluate import evaluate, relative_drop
+from greenloop.faults import checkpoint
 from greenloop.ledger import BatchRow
 from greenloop.model import TabularModel
 from greenloop.policy import Decision, Observation
@@ -82,6 +86,7 @@ def reference_window(rt: Runtime, work: Work) -> list[Batch]:
 @task(name="observe", cache_policy=NONE)
 def observe(rt: Runtime, work: Work) -> Work:
     """Test-then-train: the champion predicts the batch before anything learns from it."""
+    checkpoint("observe")
     with work.meter(rt, "evaluate"):
         if work.champion is not None:
             work.quality_before = evaluate(work.champion, work.batch.frame, rt.cfg.data.target)
@@ -92,6 +97,7 @@ def observe(rt: Runtime, work: Work) -> Work:
 def check_drift(rt: Runtime, work: Work) -> Work:
     if work.champion is None:
         return work  # nothing to drift from before the bootstrap
+    checkpoint("drift")
     with work.meter(rt, "drift"):
         work.reference = reference_window(rt, work)
         reference = concat([b.frame for b in work.reference])
@@ -99,7 +105,9 @@ def check_drift(rt: Runtime, work: Work) -> Work:
     return work
 
 
-def decide(rt: Runtime, work: Work) -> Work:
+def decide(rt: Runtime, work: Work, force: str | None = None) -> Work:
+    """The policy's decision; `force` (a reason) makes it a full retrain (the scheduled
+    `full-retrain` deployment). Then the carbon window may defer a non-urgent retrain."""
     if work.champion is None:
         work.decision = bootstrap_decision(rt, work)
         return work
@@ -118,7 +126,34 @@ def decide(rt: Runtime, work: Work) -> Work:
         mean_gain=rt.ledger.mean_gain(rt.model_name),
     )
     work.decision = rt.policy.decide(obs)
+    if force:
+        work.decision = Decision("retrain", f"{force}; policy said: {work.decision.action} "
+                                            f"({work.decision.reason})")
+        return work  # a scheduled retrain runs when scheduled: put its cron in the window
+    return carbon_gate(rt, work)
+
+
+def carbon_gate(rt: Runtime, work: Work) -> Work:
+    """Off unless schedule.carbon_window_hours is set (greenloop/carbon.py has the rule)."""
+    sched = rt.cfg.schedule
+    if not sched.carbon_window_hours or work.decision is None:
+        return work
+    pending = rt.ledger.pending_retrain(rt.model_name) is not None
+    out = apply_carbon_window(work.decision, work.drift.share if work.drift else None, sched,
+                              datetime.now(UTC), pending)
+    if out.deferred:
+        rt.ledger.defer_retrain(rt.model_name, work.batch.digest, work.batch.seq, out.reason)
+    if out.reason:
+        get_run_logger_or_print(f"{rt.model_name} batch {work.batch.seq}: {out.reason}")
+    work.decision = out.decision
     return work
+
+
+def get_run_logger_or_print(message: str) -> None:
+    try:
+        get_run_logger().info(message)
+    except MissingContextError:
+        print(message)
 
 
 def bootstrap_decision(rt: Runtime, work: Work) -> Decision:
@@ -144,6 +179,7 @@ def act(rt: Runtime, work: Work) -> Work:
         work.train_rows = len(rows)
         work.candidate = train_candidate(work.decision.action, work.champion, rows, rt.schema,
                                          rt.cfg, seed)
+        checkpoint("train")
     return work
 
 

@@ -10,6 +10,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from greenloop.evaluate import metric_name
+from greenloop.faults import checkpoint
 from greenloop.steps import quality_gain
 from tasks.pipeline import Work
 from tasks.runtime import Runtime
@@ -62,24 +63,42 @@ def _register(rt: Runtime, work: Work) -> dict[str, object]:
               "drift_method": rt.cfg.drift.method, "drift_threshold": rt.cfg.drift.threshold,
               "decision": tags["decision"], "config": rt.config_path}
     artifacts = [work.report] if work.report else []
+    checkpoint("register")
     run_id = rt.tracker.log_run(f"{rt.model_name}-b{work.batch.seq:05d}", params,
                                 _metrics(rt, work), tags, artifacts)
-    version = promoted = None
+    version = None
+    version_row: dict[str, object] | None = None
+    promote_to: tuple[int, int | None, str] | None = None
     if work.candidate is not None and work.verdict is not None:
-        version, promoted = _register_candidate(rt, work, run_id, md5 or "")
+        version, version_row = _register_candidate(rt, work, run_id, md5 or "")
+        if work.verdict.promote:
+            promote_to = (version, work.champion_version, work.verdict.reason)
+    checkpoint("after_register")
     role = "bootstrap" if work.champion is None else "update"
-    rt.ledger.update_batch(
-        rt.model_name, work.batch.digest, status="processed", role=role,
-        decision=work.decision.action if work.decision else None,
+    values = dict(
+        role=role, decision=work.decision.action if work.decision else None,
         reason=work.decision.reason if work.decision else None, version=version,
         quality_before=None if math.isnan(work.quality_before) else work.quality_before,
         quality_after=work.verdict.candidate_recent if work.verdict else None,
-        drift_share=work.drift.share if work.drift else None, mlflow_run_id=run_id)
+        drift_share=work.drift.share if work.drift else None, mlflow_run_id=run_id, error=None)
+    # One ledger transaction: the version, the champion (compare-and-swap against the
+    # champion when training began) and `processed`. Then the MLflow alias follows.
+    promoted = rt.ledger.complete_batch(rt.model_name, work.batch.digest, values,
+                                        version_row, promote_to)
+    if promoted:
+        assert version is not None
+        checkpoint("alias")
+        rt.tracker.set_champion(rt.model_name, version)
+        rt.models.setdefault(version, rt.model(version))
     return {"seq": work.batch.seq, "decision": tags["decision"], "version": version,
             "promoted": promoted, "run_id": run_id}
 
 
-def _register_candidate(rt: Runtime, work: Work, run_id: str, md5: str) -> tuple[int, bool]:
+def _register_candidate(rt: Runtime, work: Work, run_id: str,
+                        md5: str) -> tuple[int, dict[str, object]]:
+    """An MLflow model version with its files; returns it and its ledger row (written
+    by the caller together with the batch, so a crash here leaves only an orphan
+    MLflow version, never a ledger that points at something half made)."""
     assert work.candidate is not None and work.verdict is not None and work.decision is not None
     folder = rt.ws.models(rt.model_name)
     staging = folder / f".staging-{work.batch.digest[:16]}"
@@ -100,22 +119,21 @@ def _register_candidate(rt: Runtime, work: Work, run_id: str, md5: str) -> tuple
     final = folder / f"v{version}"
     shutil.rmtree(final, ignore_errors=True)
     staging.replace(final)
-    rt.ledger.add_version(
-        rt.model_name, version, parent=parent, decision=work.decision.action,
+    row: dict[str, object] = dict(
+        version=version, parent=parent, decision=work.decision.action,
         reason=work.decision.reason, batch_hash=work.batch.digest,
         trained_through=work.batch.seq, reference_quality=work.verdict.eval_quality,
         holdout_gain=quality_gain(rt.cfg.data.task, work.verdict), energy_kwh=energy_kwh,
         lineage_energy_kwh=lineage, data_md5=md5)
-    promoted = work.verdict.promote and promote(rt, version, work.champion_version,
-                                                work.verdict.reason)
-    return version, bool(promoted)
+    return version, row
 
 
 def promote(rt: Runtime, version: int, expected: int | None, reason: str) -> bool:
-    """Ledger first (compare-and-swap against the champion when training began), then
-    the MLflow alias; `reconcile` repairs the alias if a crash falls in between."""
+    """Ledger first (compare-and-swap against `expected`), then the MLflow alias;
+    `reconcile` repairs the alias if a crash falls in between."""
     if not rt.ledger.move_champion(rt.model_name, version, expected, reason):
         return False
+    checkpoint("alias")
     rt.tracker.set_champion(rt.model_name, version)
     rt.models.setdefault(version, rt.model(version))
     return True

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from greenloop.faults import checkpoint
+
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 # DVC's "To track the changes with git, run: ..." hints are noise in a pipeline log.
 logging.getLogger("dvc").setLevel(logging.WARNING)
@@ -57,4 +59,5 @@ def dvc_add(home: Path, path: Path) -> str:
     """Track `path` with DVC; returns the md5 DVC recorded for it."""
     with _repo_lock(home):
         stages = _repo(home).add(str(path))
+        checkpoint("dvc")  # DVC has written its cache and .dvc file; the ledger not yet
         return str(stages[0].outs[0].hash_info.value)

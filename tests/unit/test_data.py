@@ -1,0 +1,94 @@
+"""Schema validation: every bad batch is refused with a reason that names the problem."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from greenloop.config import DataConfig
+from greenloop.data import BatchRejected, infer_schema, read_table, split_stream, validate_batch
+from tests.conftest import make_frame
+
+CFG = DataConfig(path=Path("x.csv"), target="y", task="classification", batch_rows=50,
+                 categorical=["kind"])
+
+
+@pytest.fixture
+def good() -> pd.DataFrame:
+    f = make_frame(60, seed=1)
+    f["kind"] = np.where(f["x2"] > 0, "a", "b")
+    return f
+
+
+def check(frame: pd.DataFrame, good: pd.DataFrame, cfg: DataConfig = CFG) -> pd.DataFrame:
+    return validate_batch(frame, infer_schema(good, cfg), cfg)
+
+
+def test_good_batch_passes_with_typed_columns(good: pd.DataFrame) -> None:
+    out = check(good, good)
+    assert list(out.columns) == ["x0", "x1", "x2", "x3", "x4", "kind", "y"]
+    assert out["x0"].dtype == float and set(out["y"]) == {"up", "down"}
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda f: f.drop(columns="x3"), "missing column.*x3"),
+        (lambda f: f.drop(columns="y"), "missing target: y"),
+        (lambda f: f.assign(extra=1.0), "unknown column.*extra"),
+        (lambda f: f.assign(x1=f["x1"].astype(object).where(f.index != 3, "n/a")),
+         "text in numeric column 'x1'.*n/a"),
+        (lambda f: f.assign(x4=np.nan), r"all NaN.*x4"),
+        (lambda f: f.assign(y=f["y"].where(f.index != 5, None)), "target 'y' has 1 missing"),
+        (lambda f: f.iloc[0:0], "no rows"),
+        (lambda f: f.assign(x0=f["x0"].where(f.index != 2, np.inf)), "infinite value.*'x0'"),
+    ],
+)
+def test_bad_batches_are_named(good: pd.DataFrame, mutate, message: str) -> None:
+    with pytest.raises(BatchRejected, match=message):
+        check(mutate(good.copy()), good)
+
+
+def test_unknown_columns_can_be_dropped(good: pd.DataFrame) -> None:
+    cfg = CFG.model_copy(update={"unknown_columns": "drop"})
+    out = check(good.assign(extra=1.0), good, cfg)
+    assert "extra" not in out.columns
+
+
+def test_size_limit(good: pd.DataFrame) -> None:
+    cfg = CFG.model_copy(update={"max_batch_rows": 10})
+    with pytest.raises(BatchRejected, match="over the limit of 10"):
+        check(good, good, cfg)
+
+
+def test_regression_target_must_be_finite() -> None:
+    cfg = DataConfig(path=Path("x.csv"), target="y", task="regression", batch_rows=10)
+    f = make_frame(20, seed=2, task="regression")
+    bad = f.assign(y=f["y"].where(f.index != 1, np.inf))
+    with pytest.raises(BatchRejected, match="infinite"):
+        validate_batch(bad, infer_schema(f, cfg), cfg)
+
+
+def test_unreadable_files(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("x,y\n1,2\n")
+    with pytest.raises(BatchRejected, match="not a CSV or Parquet"):
+        read_table(tmp_path / "a.txt")
+    (tmp_path / "e.csv").write_text("")
+    with pytest.raises(BatchRejected, match="empty file"):
+        read_table(tmp_path / "e.csv")
+    (tmp_path / "t.parquet").write_bytes(b"PAR1\x00\x01garbage")
+    with pytest.raises(BatchRejected, match="unreadable parquet"):
+        read_table(tmp_path / "t.parquet")
+
+
+def test_split_by_rows_and_by_time() -> None:
+    f = make_frame(130, seed=0)
+    sizes = [len(b) for b in split_stream(f, CFG)]
+    assert sizes == [50, 50, 30]
+    f["when"] = pd.date_range("2020-01-01", periods=130, freq="D").astype(str)
+    by_time = DataConfig(path=Path("x"), target="y", task="classification", time_column="when",
+                         period="30D")
+    parts = list(split_stream(f, by_time))
+    assert [len(p) for p in parts] == [30, 30, 30, 30, 10]
+    assert "when" in infer_schema(f, by_time).passthrough
