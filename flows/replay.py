@@ -13,7 +13,8 @@ from tasks.stream import prepare_stream, summarize
 
 @flow(name="replay")
 def replay(config: str, policy: str | None = None, max_batches: int | None = None,
-           restart: bool = False, home: str | None = None) -> dict:
+           restart: bool = False, home: str | None = None,
+           summary_name: str = "summary.json") -> dict:
     rt = get_runtime(config, policy, home)
     if restart:
         rt.ledger.reset(rt.model_name)
@@ -23,5 +24,5 @@ def replay(config: str, policy: str | None = None, max_batches: int | None = Non
             update(config, path=str(path), policy=policy, home=home)
     rt.ledger.add_energy(rt.model_name, None, "run", run.reading.as_dict())
     summary = summarize(rt)
-    write_json(rt.ws.reports / f"{rt.cfg.name}-{rt.policy_name}" / "summary.json", summary)
+    write_json(rt.ws.reports / f"{rt.cfg.name}-{rt.policy_name}" / summary_name, summary)
     return summary

@@ -76,6 +76,36 @@ def run(config: ConfigOpt, policy: PolicyOpt = None,
 
 
 @app.command()
+def prepare(config: ConfigOpt, home: HomeOpt = None) -> None:
+    """Cut the configured source into arrival files under data/stream/<dataset>/."""
+    _env()
+    _check_config(config)
+    from greenloop.config import load_config
+    from greenloop.data import read_table, write_stream
+    from greenloop.workspace import Workspace
+
+    cfg, ws = load_config(config), Workspace.from_env(home)
+    paths = write_stream(read_table(ws.source(cfg.data.path)), cfg.data, ws.stream(cfg.name))
+    typer.echo(f"{len(paths)} batch files in {ws.stream(cfg.name)}")
+
+
+@app.command()
+def bootstrap(config: ConfigOpt, policy: PolicyOpt = None, home: HomeOpt = None,
+              verbose: bool = False) -> None:
+    """Start the stream afresh and train the first champion on the bootstrap batches."""
+    _env(verbose)
+    _check_config(config)
+    from flows.replay import replay
+    from greenloop.config import load_config
+
+    n = load_config(config).data.bootstrap_batches
+    summary = in_prefect(replay, str(config), policy, n, True, str(home) if home else None,
+                         "bootstrap.json")
+    typer.echo(f"champion: {summary['mlflow']['registered_model']} "
+               f"v{summary['mlflow']['champion_version']} after {summary['batches']} batches")
+
+
+@app.command()
 def ingest(path: Path, config: ConfigOpt, policy: PolicyOpt = None, home: HomeOpt = None,
            process: Annotated[bool, typer.Option(help="also run the update")] = True,
            verbose: bool = False) -> None:
