@@ -92,10 +92,14 @@ def prefect_api_url(port: int) -> str:
 def start_prefect_server(state_dir: Path, port: int = 4200) -> Server:
     """`prefect server start` on 127.0.0.1 with its database under `state_dir` unless
     PREFECT_HOME is set (so a project's runs stay with the project)."""
-    env = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true"}
+    api = prefect_api_url(port)
+    # The UI asks the server where its API is: without these it says port 4200 whatever
+    # --port was given.
+    env = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true",
+           "PREFECT_SERVER_API_HOST": LOCALHOST, "PREFECT_SERVER_API_PORT": str(port),
+           "PREFECT_UI_API_URL": api, "PREFECT_API_URL": api}
     if "PREFECT_HOME" not in os.environ:
         env["PREFECT_HOME"] = str(state_dir / "prefect")
-    api = prefect_api_url(port)
     server = spawn("prefect server",
                    [venv_bin("prefect"), "server", "start", "--host", LOCALHOST, "--port",
                     str(port)], state_dir / "logs" / "prefect-server.log", env,
