@@ -31,6 +31,8 @@ def update(config: str, path: str | None = None, policy: str | None = None,
     if path is not None:
         ingest_batch(rt, path)
     recover_received(rt)  # ingests that crashed, if their file is still there
+    with model_lock(rt.ws.state, rt.model_name, "update"):
+        reconcile(rt)  # a crash between the ledger and the MLflow alias: repair the alias
     results = [process(rt, row) for row in rt.ledger.batches(rt.model_name, ("accepted",))]
     return [r for r in results if not r.get("already")]
 

@@ -49,12 +49,40 @@ def read_table(path: Path) -> pd.DataFrame:
     try:
         if kind == "parquet":
             return pd.read_parquet(path)
+        _check_csv_complete(path)
         return pd.read_csv(path, low_memory=False)
     except pd.errors.EmptyDataError as e:
         raise BatchRejected(f"{path.name}: empty file") from e
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise BatchRejected(f"{path.name}: unreadable {kind} ({first_line})") from e
+
+
+def _check_csv_complete(path: Path) -> None:
+    """A CSV cut mid-row (a copy interrupted, a writer that crashed) is rejected, not
+    read with NaN filling the missing fields: its last line must end with a newline or
+    carry as many fields as the header."""
+    import csv
+
+    with path.open("rb") as f:
+        head = f.readline()
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(max(0, size - 65536))
+        tail = f.read()
+    if not head.strip() or tail.endswith(b"\n"):
+        return
+    last = tail.rsplit(b"\n", 1)[-1]
+    if last == head.rstrip(b"\r\n") and size == len(head):
+        return  # a header-only file without a newline: rejected later as "no rows"
+    try:
+        n_head = len(next(csv.reader([head.decode("utf-8", "replace")])))
+        n_last = len(next(csv.reader([last.decode("utf-8", "replace")])))
+    except (csv.Error, StopIteration):
+        n_head, n_last = 1, 0
+    if n_last < n_head:
+        raise BatchRejected(f"{path.name}: truncated CSV (last line has {n_last} of "
+                            f"{n_head} fields and no line end)")
 
 
 def infer_schema(source: pd.DataFrame, cfg: DataConfig) -> Schema:
@@ -127,6 +155,10 @@ def _as_numeric(s: pd.Series, col: str) -> pd.Series:
 def _check_target(y: pd.Series, name: str, cfg: DataConfig) -> None:
     if y.isna().any():
         raise BatchRejected(f"target {name!r} has {int(y.isna().sum())} missing value(s)")
+    as_number = pd.to_numeric(y, errors="coerce").astype(float)
+    if np.isinf(as_number).any():  # also for class labels: 'inf' is no class
+        raise BatchRejected(f"target {name!r} has {int(np.isinf(as_number).sum())} "
+                            "infinite value(s)")
     if cfg.task == "regression":
         numeric = pd.to_numeric(y, errors="coerce")
         if numeric.isna().any():

@@ -9,6 +9,7 @@ Prefect's and MLflow's databases are views for humans, not the record of truth.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +42,14 @@ CREATE TABLE IF NOT EXISTS aliases (
     id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, version INTEGER NOT NULL,
     previous INTEGER, reason TEXT, at REAL
 );
+CREATE TABLE IF NOT EXISTS deferrals (
+    model TEXT NOT NULL, hash TEXT NOT NULL, seq INTEGER NOT NULL, reason TEXT, at REAL,
+    PRIMARY KEY (model, hash)
+);
+CREATE TABLE IF NOT EXISTS duplicates (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, hash TEXT NOT NULL, source TEXT,
+    status TEXT, at REAL
+);
 CREATE TABLE IF NOT EXISTS quarantine (
     id INTEGER PRIMARY KEY AUTOINCREMENT, dataset TEXT, source TEXT, hash TEXT, reason TEXT,
     at REAL
@@ -69,15 +78,33 @@ class Ledger:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._conn = sqlite3.connect(path, timeout=30, isolation_level=None,
-                                     check_same_thread=False)
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
+        # One connection per thread: a transaction on a shared connection would let
+        # another thread's statements run inside it.
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._guard = threading.Lock()
         self._conn.executescript(SCHEMA)
 
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None,
+                                   check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+            with self._guard:
+                self._all.append(conn)
+        return conn
+
     def close(self) -> None:
-        self._conn.close()
+        with self._guard:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -98,6 +125,9 @@ class Ledger:
             row = c.execute("SELECT seq, status FROM batches WHERE model=? AND hash=?",
                             (model, digest)).fetchone()
             if row:
+                if row["status"] != "received":  # 'received' = an ingest that crashed: redo it
+                    c.execute("INSERT INTO duplicates (model, hash, source, status, at) VALUES "
+                              "(?,?,?,?,?)", (model, digest, source, row["status"], now))
                 return int(row["seq"]), str(row["status"])
             seq = c.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM batches WHERE model=?",
                             (model,)).fetchone()[0]
@@ -196,6 +226,46 @@ class Ledger:
                       "(?,?,?,?,?)", (model, version, current, reason, time.time()))
             return True
 
+    def complete_batch(self, model: str, digest: str, values: dict[str, Any],
+                       version: dict[str, Any] | None = None,
+                       promote: tuple[int, int | None, str] | None = None) -> bool:
+        """Close a batch in one transaction: its new model version (if any), the champion
+        moved by compare-and-swap (`promote` = (version, expected, reason)), and the row
+        marked processed. A crash before this leaves the batch pending and the champion
+        as it was; after it, everything is recorded. Returns whether the champion moved."""
+        moved = False
+        now = time.time()
+        with self.transaction() as c:
+            status = c.execute("SELECT status FROM batches WHERE model=? AND hash=?",
+                               (model, digest)).fetchone()
+            if status is None:
+                raise RuntimeError(f"batch {digest[:12]} of {model} is not in the ledger")
+            if version is not None:
+                row = {**version, "model": model, "created_at": now}
+                c.execute(f"INSERT OR REPLACE INTO versions ({', '.join(row)}) VALUES "  # noqa: S608
+                          f"({','.join('?' * len(row))})", tuple(row.values()))
+            if promote is not None:
+                new, expected, reason = promote
+                cur = c.execute("SELECT version FROM aliases WHERE model=? ORDER BY id DESC "
+                                "LIMIT 1", (model,)).fetchone()
+                if (int(cur[0]) if cur else None) == expected:
+                    c.execute("INSERT INTO aliases (model, version, previous, reason, at) VALUES "
+                              "(?,?,?,?,?)", (model, new, expected, reason, now))
+                    moved = True
+            values = {**values, "status": "processed", "updated_at": now}
+            c.execute(f"UPDATE batches SET {', '.join(f'{k}=?' for k in values)} "  # noqa: S608
+                      "WHERE model=? AND hash=?", (*values.values(), model, digest))
+        return moved
+
+    def duplicates(self, model: str) -> int:
+        """Arrivals of a content hash that was already known (dropped by dedupe)."""
+        return int(self._conn.execute("SELECT COUNT(*) FROM duplicates WHERE model=?",
+                                      (model,)).fetchone()[0])
+
+    def quarantine_count(self, dataset: str) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM quarantine WHERE dataset=?",
+                                      (dataset,)).fetchone()[0])
+
     def alias_history(self, model: str) -> list[dict[str, Any]]:
         rows = self._conn.execute("SELECT * FROM aliases WHERE model=? ORDER BY id", (model,))
         return [dict(r) for r in rows]
@@ -203,6 +273,21 @@ class Ledger:
     def lineage_energy(self, model: str, version: int | None) -> float:
         v = self.version(model, version) if version is not None else None
         return float(v["lineage_energy_kwh"] or 0.0) if v else 0.0
+
+    # -- carbon-aware deferral (greenloop/carbon.py) ------------------------------
+    def defer_retrain(self, model: str, digest: str, seq: int, reason: str) -> None:
+        """Record a full retrain put off to a low-carbon window (idempotent per batch)."""
+        with self.transaction() as c:
+            c.execute("INSERT OR IGNORE INTO deferrals (model, hash, seq, reason, at) VALUES "
+                      "(?,?,?,?,?)", (model, digest, seq, reason, time.time()))
+
+    def pending_retrain(self, model: str) -> dict[str, Any] | None:
+        """The oldest deferral not yet followed by a full-retrain version trained past it."""
+        row = self._conn.execute(
+            "SELECT * FROM deferrals WHERE model=? AND seq > COALESCE((SELECT MAX("
+            "trained_through) FROM versions WHERE model=? AND decision='retrain'), 0) "
+            "ORDER BY seq LIMIT 1", (model, model)).fetchone()
+        return dict(row) if row else None
 
     def quarantined(self, dataset: str, source: str, digest: str | None, reason: str) -> None:
         with self.transaction() as c:
@@ -212,7 +297,8 @@ class Ledger:
     def reset(self, model: str) -> None:
         """Forget a model's stream, for a fresh replay from the bootstrap."""
         with self.transaction() as c:
-            for table in ("batches", "versions", "aliases", "energy"):
+            for table in ("batches", "versions", "aliases", "energy", "deferrals",
+                          "duplicates"):
                 c.execute(f"DELETE FROM {table} WHERE model=?", (model,))  # noqa: S608
 
 

@@ -4,6 +4,7 @@ and helpers to run `greenloop` in-process (CliRunner) or as a child process."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -62,6 +63,9 @@ class Project:
         """`greenloop <args> --config ... --home ...` in this process; (exit code, output)."""
         from greenloop.cli import app
 
+        # DVC binds a log handler to the sys.stdout of the moment; CliRunner closes the
+        # stream it lent after each call, so the next `dvc init` would fail to log.
+        logging.getLogger("dvc").handlers.clear()
         result = CliRunner().invoke(app, [*args, "--config", str(self.config),
                                           "--home", str(self.home)])
         if result.exception and not isinstance(result.exception, SystemExit):

@@ -10,7 +10,7 @@ import pytest
 
 from tests.reliability.conftest import MODEL, Project, bootstrap
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # a child process each
 
 CASES = {
     # point: (status the batch is left in, phases the killed attempt had metered)
