@@ -38,3 +38,40 @@ lint: install
 
 clean-state:
 	rm -rf state mlflow.db mlartifacts reports/* data/stream data/accepted data/quarantine
+
+# --- Run it as a service (issue 4): Prefect server + deployments, MLflow UI, fleet -------
+.PHONY: serve ui fleet install-scale browser-deps postgres-deps test-browser test-postgres test-scale
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SCALE_STAMP := $(VENV)/.scale-$(shell md5sum pyproject.toml | cut -c1-8)
+
+serve: install   ## Prefect server on 127.0.0.1:4200, deployments, watcher, MLflow UI on :5000
+	$(VENV)/bin/greenloop serve --config $(CONFIG) --ui
+
+ui: install
+	$(VENV)/bin/greenloop ui --config $(CONFIG)
+
+fleet: install
+	$(VENV)/bin/greenloop fleet --configs configs/*.yaml --replay-batches 6
+
+$(SCALE_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e ".[dev,scale]" $(QUIET)
+	$(PY) -c "import prefect_dask, psycopg2, playwright, torch; assert torch.__version__.startswith('2.13.0')"
+	rm -f $(VENV)/.scale-*; touch $(SCALE_STAMP)
+
+install-scale: $(SCALE_STAMP)
+
+# Debian's chromium, driven by the playwright Python package (never `playwright install`).
+browser-deps:
+	command -v chromium >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+
+postgres-deps:
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q postgresql; }
+
+test-browser: install-scale browser-deps
+	GREENLOOP_REQUIRE_BROWSER=1 $(VENV)/bin/pytest -q -m browser -p no:cacheprovider
+
+test-postgres: install-scale postgres-deps
+	GREENLOOP_REQUIRE_POSTGRES=1 $(VENV)/bin/pytest -q -m postgres -p no:cacheprovider
+
+test-scale: install-scale
+	$(VENV)/bin/pytest -q -m scale -p no:cacheprovider

@@ -43,17 +43,29 @@ def serve(config: ConfigsOpt, policy: PolicyOpt = None, home: HomeOpt = None,
           port: PortOpt = 4200,
           watch: Annotated[bool, typer.Option(help="also watch data/landing/<dataset>/")] = True,
           poll_seconds: PollOpt = 1.0,
-          limit: Annotated[int, typer.Option(help="max concurrent flow runs")] = 4) -> None:
+          limit: Annotated[int, typer.Option(help="max concurrent flow runs")] = 4,
+          ui: Annotated[bool, typer.Option(help="also start the MLflow UI")] = False,
+          ui_port: Annotated[int, typer.Option(help="MLflow UI port")] = 5000) -> None:
     """Serve the ingest/update/scheduled-update/full-retrain deployments (and watch)."""
     _service_env()
     datasets = _datasets(config)
     ws = Workspace.from_env(home)
-    from greenloop.servers import ServerError, prefect_server
+    from greenloop.servers import ServerError, prefect_server, start_mlflow_ui, wait_healthy
 
+    mlflow_ui = None
     try:
+        if ui:
+            cfg = load_config(config[0])
+            uri = (os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.tracking_uri
+                   or ws.default_tracking_uri())
+            if not uri.startswith(("http://", "https://")):
+                mlflow_ui = start_mlflow_ui(uri, ws.artifacts, ws.state / "logs", ui_port)
         with prefect_server(ws.state, port) as server:
             # PREFECT_API_URL is in the environment now, before Prefect is first imported.
             typer.echo(f"Prefect UI: {server.url}  (API {os.environ['PREFECT_API_URL']})")
+            if mlflow_ui is not None:
+                wait_healthy(mlflow_ui, timeout_s=120)
+                typer.echo(f"MLflow UI: {mlflow_ui.url}")
             from flows.deploy import serve_all
             from tasks.events import watch_landing
 
@@ -67,6 +79,9 @@ def serve(config: ConfigsOpt, policy: PolicyOpt = None, home: HomeOpt = None,
                 stop.set()
     except ServerError as e:
         _fail(str(e))
+    finally:
+        if mlflow_ui is not None:
+            mlflow_ui.stop()
 
 
 @app.command()
