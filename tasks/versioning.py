@@ -40,11 +40,22 @@ def ensure_repo(home: Path) -> None:
         return
     from dvc.repo import Repo
 
-    Repo.init(str(home), no_scm=not (home / ".git").exists())
-    repo = Repo(str(home))
-    with repo.config.edit() as conf:
-        conf["core"]["analytics"] = False
-        conf["core"]["check_update"] = False
+    # Several ingests may meet an uninitialized home at once (fleet threads, served runs):
+    # one initializes, the others wait and find it done. The lock is on the home folder
+    # itself, since .dvc/ does not exist yet.
+    fd = os.open(home, os.O_RDONLY)
+    try:
+        with _LOCK:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if (home / ".dvc").is_dir():
+                return
+            Repo.init(str(home), no_scm=not (home / ".git").exists())
+            repo = Repo(str(home))
+            with repo.config.edit() as conf:
+                conf["core"]["analytics"] = False
+                conf["core"]["check_update"] = False
+    finally:
+        os.close(fd)  # releases the flock
 
 
 _REPOS: dict[Path, object] = {}
