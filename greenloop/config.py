@@ -134,7 +134,9 @@ class GreenloopConfig(_Strict):
     schedule: ScheduleConfig = ScheduleConfig()
 
     def with_policy(self, policy: str) -> GreenloopConfig:
-        return self.model_copy(update={"policy": self.policy.model_copy(update={"name": policy})})
+        # Validated (model_copy alone would not be): the name becomes part of paths.
+        chosen = PolicyConfig.model_validate({**self.policy.model_dump(), "name": policy})
+        return self.model_copy(update={"policy": chosen})
 
 
 def _format_errors(err: ValidationError) -> str:
