@@ -133,6 +133,12 @@ def ingest(path: Path, config: ConfigOpt, policy: PolicyOpt = None, home: HomeOp
             typer.echo(f"batch {r['seq']} {'duplicate' if r['duplicate'] else 'accepted'}")
     except BatchRejected as e:
         _fail(f"rejected: {e}")
+    except Exception as e:  # an outage or a crash mid-update: the batch stays pending
+        if verbose:
+            raise
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        _fail(f"update failed, accepted batches stay pending and are processed by the next "
+              f"update ({type(e).__name__}: {first})")
 
 
 @app.command()

@@ -85,6 +85,7 @@ def test_ten_copies_at_once(project: Project) -> None:
     assert len(trained) == 1
 
 
+@pytest.mark.slow  # 20 updates with training: ~20 s on a quiet 2-core machine
 def test_twenty_batches_within_a_second(project: Project) -> None:
     """20 arrivals and 20 updates racing: each batch once, in arrival (seq) order, and
     no two updates interleave (each batch's metered phases are contiguous)."""
@@ -136,3 +137,40 @@ def test_alias_moves_only_by_compare_and_swap(project: Project) -> None:
                                   promote=(98, (champion or 0) + 1, "stale candidate"))
     assert not moved and ledger.champion(MODEL) == champion
     assert ledger.batch(MODEL, digest).status == "processed"
+
+
+@pytest.mark.slow
+def test_processes_race_on_twenty_batches_and_ten_copies(project: Project) -> None:
+    """5 processes at once, 30 arrivals between them (20 batches, 10 copies of one):
+    every batch processed once, copies dropped, in arrival order."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.reliability.conftest import ROOT, prefect_api_url
+
+    bootstrap(project, batches=2)
+    files = [project.drop(project.batch(200 + i), f"p-{i:02d}.csv") for i in range(20)]
+    files += [project.drop(project.batch(300), f"copy-{i:02d}.csv") for i in range(10)]
+    shares = [[str(f) for f in files[w::5]] for w in range(5)]
+    env = {**os.environ, "PREFECT_API_URL": prefect_api_url(), "PYTHONPATH": str(ROOT)}
+    env.pop("GREENLOOP_FAULTS", None)
+    children = [subprocess.Popen([sys.executable, "-m", "tests.reliability.worker",
+                                  str(project.config), str(project.home), *share], env=env,
+                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True) for share in shares]
+    for child in children:
+        out, _ = child.communicate(timeout=1500)
+        assert child.returncode == 0, out
+
+    ledger = project.ledger()
+    rows = ledger.batches(MODEL)
+    assert len(rows) == 2 + 21 and all(r.status == "processed" for r in rows)
+    assert ledger.duplicates(MODEL) == 9
+    for r in rows[2:]:
+        assert mlflow_runs(project, r.hash) == 1
+    done = [ledger._conn.execute("SELECT updated_at FROM batches WHERE hash=?",
+                                 (r.hash,)).fetchone()[0] for r in rows]
+    assert done == sorted(done)  # processed in arrival (seq) order
+    champion = ledger.champion(MODEL)
+    assert project.runtime().tracker.champion(MODEL) == champion
