@@ -36,6 +36,7 @@ from flows.retrain import full_retrain
 from flows.update import ingest, update
 from greenloop.config import GreenloopConfig, load_config
 from tasks.events import ACCEPTED, ARRIVED
+from tasks.runtime import get_runtime
 
 
 def model_name(cfg: GreenloopConfig) -> str:
@@ -141,5 +142,7 @@ def serve_all(configs: list[str | Path], policy: str | None = None,
         if policy:
             cfg = cfg.with_policy(policy)
         asyncio.run(ensure_limit(limit_name(model_name(cfg))))
+        # Create (migrate) the tracking store once, before parallel flow runs meet it.
+        get_runtime(str(config), policy, str(home) if home else None).tracker  # noqa: B018
         deps += deployments(config, policy, home)
     serve(*deps, limit=limit, print_starting_message=False)

@@ -14,6 +14,7 @@ instead feeds that many batches of the dataset's bundled stream (like `greenloop
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ def update_one(config: str, policy: str | None, home: str | None,
     rt = get_runtime(config, policy, home)
     if replay_batches:
         summary = replay.fn(config, policy, replay_batches, False, home)
-        return {"model": rt.model_name, "batches": summary["batches"],
+        return {"model": rt.model_name, "pid": os.getpid(), "batches": summary["batches"],
                 "decisions": summary["decisions"],
                 "champion": rt.ledger.champion(rt.model_name)}
     landing = rt.ws.landing(rt.cfg.name)
@@ -47,7 +48,8 @@ def update_one(config: str, policy: str | None, home: str | None,
         except BatchRejected as e:
             rejected.append(str(e))
     results += update.fn(config, None, policy, home)
-    return {"model": rt.model_name, "processed": len(results), "rejected": rejected,
+    return {"model": rt.model_name, "pid": os.getpid(), "processed": len(results),
+            "rejected": rejected,
             "decisions": [r["decision"] for r in results],
             "champion": rt.ledger.champion(rt.model_name)}
 
@@ -63,8 +65,12 @@ def task_runner(dask_address: str | None, max_workers: int | None = None) -> Any
 @flow(name="fleet", log_prints=True)
 def fleet(configs: list[str], policy: str | None = None, home: str | None = None,
           replay_batches: int | None = None) -> list[dict[str, Any]]:
-    futures = [update_one.submit(str(Path(c).resolve()), policy, home, replay_batches)
-               for c in configs]
+    configs = [str(Path(c).resolve()) for c in configs]
+    for c in configs:
+        # Create (migrate) the tracking store and experiments here, once: worker processes
+        # meeting a fresh sqlite store at the same time would race on MLflow's migrations.
+        get_runtime(c, policy, home).tracker  # noqa: B018
+    futures = [update_one.submit(c, policy, home, replay_batches) for c in configs]
     return [f.result() for f in futures]
 
 

@@ -154,8 +154,10 @@ def fleet(configs: Annotated[list[Path] | None, typer.Argument(help="more config
     _datasets(paths)
     from flows.fleet import run_fleet
 
-    results = in_prefect(run_fleet, [str(p) for p in paths], policy,
-                         str(home) if home else None, replay_batches, dask_address, max_workers)
+    # Absolute paths: on Dask workers the working folder is not ours.
+    results = in_prefect(run_fleet, [str(p.resolve()) for p in paths], policy,
+                         str(Workspace.from_env(home).home), replay_batches, dask_address,
+                         max_workers)
     for r in results:
         extra = (f"{r['batches']} batches" if "batches" in r else
                  f"{r['processed']} processed, {len(r['rejected'])} rejected")
