@@ -97,6 +97,8 @@ class PolicyConfig(_Strict):
     finetune_quality_drop: float = Field(default=0.02)
     retrain_quality_drop: float = Field(default=0.10)
     periodic_every: int = Field(default=1, gt=0)
+    # What a scheduled pipeline retrains on: all history (null) or the last N batches.
+    periodic_window_batches: int | None = Field(default=None, gt=0)
     points_per_kwh: float = Field(default=1000.0, gt=0, description="cost-aware trade-off")
     promote_tolerance: float = Field(default=0.0, ge=0)
     forgetting_tolerance: float = Field(default=0.05, ge=0)

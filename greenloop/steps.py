@@ -57,7 +57,11 @@ def training_rows(action: Action, new: Batch, history: list[Batch], cfg: Greenlo
     batch plus an equal-sized (replay_ratio) sample of the last replay_batches batches."""
     t = cfg.train
     if action == "retrain":
-        window = history if t.retrain_window_batches is None else history[-t.retrain_window_batches:]
+        # Policies differ in when they train and on which rows: `periodic` is the
+        # scheduled pipeline, with its own window (all history by default).
+        n = cfg.policy.periodic_window_batches if cfg.policy.name == "periodic" \
+            else t.retrain_window_batches
+        window = history if n is None else history[-n:]
         return concat([b.train for b in window] + [new.train])
     if action == "finetune":
         pool = concat([b.train for b in history[-t.replay_batches:]]) if t.replay_batches else None

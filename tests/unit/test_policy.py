@@ -85,3 +85,22 @@ def test_planted_drift_end_to_end() -> None:
     assert found["none"] == ("skip", [])
     assert found["mild"] == ("finetune", ["x3"])
     assert found["strong"] == ("retrain", ["x0", "x1", "x2", "x4"])
+
+
+def test_training_rows_by_policy_and_action() -> None:
+    from greenloop.config import GreenloopConfig
+    from greenloop.steps import make_batch, training_rows
+
+    cfg = GreenloopConfig.model_validate({
+        "name": "t", "data": {"path": "d.csv", "target": "y", "task": "classification",
+                              "batch_rows": 100},
+        "train": {"retrain_window_batches": 2, "replay_batches": 1, "replay_ratio": 0.5}})
+    history = [make_batch(i, f"{i:064x}", make_frame(100, seed=i), 0.2) for i in range(1, 6)]
+    new = make_batch(6, "f" * 64, make_frame(100, seed=6), 0.2)
+    per = lambda b: len(b.train)  # noqa: E731
+    gated = training_rows("retrain", new, history, cfg, seed=0)
+    assert len(gated) == per(history[-2]) + per(history[-1]) + per(new)
+    periodic = training_rows("retrain", new, history, cfg.with_policy("periodic"), seed=0)
+    assert len(periodic) == sum(per(b) for b in history) + per(new)  # all history
+    tuned = training_rows("finetune", new, history, cfg, seed=0)
+    assert len(tuned) == per(new) + min(round(0.5 * per(new)), per(history[-1]))
