@@ -17,7 +17,7 @@ from tasks.runtime import get_runtime
 
 @flow(name="compare")
 def compare(config: str, policies: list[str] | None = None, seeds: int = 1,
-            home: str | None = None) -> dict:
+            home: str | None = None, drift_reports: bool = False) -> dict:
     names = list(dict.fromkeys(policies or DEFAULT_POLICIES))
     if BASELINE not in names:
         names.insert(0, BASELINE)  # every ratio needs the baseline's run
@@ -26,8 +26,8 @@ def compare(config: str, policies: list[str] | None = None, seeds: int = 1,
     runs: dict[str, list[dict]] = {p: [] for p in names}
     curves: dict[str, list[list[dict]]] = {p: [] for p in names}
     for seed in range(seeds):
-        seed_cfg = seed_config(rt, config, seed)
+        seed_cfg = seed_config(rt, config, seed, drift_reports)
         for policy in names:
             runs[policy].append(replay(seed_cfg, policy=policy, restart=True, home=home))
             curves[policy].append(collect_curve(seed_cfg, policy, home))
-    return write_compare(rt, runs, curves)
+    return write_compare(rt, runs, curves, drift_reports)

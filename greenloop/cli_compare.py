@@ -17,6 +17,9 @@ def compare(config: ConfigOpt,
                 help="comma-separated policies (default: all; periodic is always included)")
             ] = None,
             seeds: Annotated[int, typer.Option(min=1, help="repeat with model.seed + 0..N-1")] = 1,
+            drift_reports: Annotated[bool, typer.Option(
+                help="render the HTML drift report on retrains (off: it would bill periodic)")
+            ] = False,
             home: HomeOpt = None, verbose: bool = False) -> None:
     """Replay the stream once per policy (fresh each time) and write reports/compare-<dataset>/."""
     _env(verbose)
@@ -29,7 +32,8 @@ def compare(config: ConfigOpt,
         _fail(f"unknown policy {', '.join(unknown)}; choose from {', '.join(sorted(POLICIES))}", 2)
     from flows.compare import compare as compare_flow
 
-    result = in_prefect(compare_flow, str(config), names, seeds, str(home) if home else None)
+    result = in_prefect(compare_flow, str(config), names, seeds, str(home) if home else None,
+                        drift_reports)
     out = Path(result["report_dir"])
     typer.echo((out / "compare.md").read_text())
     typer.echo(f"written: {out}/compare.json, compare.md, compare.png, frontier.png, curves/")
