@@ -118,14 +118,16 @@ class Ledger:
         self._conn.execute("COMMIT")
 
     # -- batches -------------------------------------------------------------------
-    def receive(self, model: str, digest: str, source: str, role: str = "update") -> tuple[int, str]:
-        """Record an arrival; returns (seq, status). A known hash keeps its row (dedupe)."""
+    def receive(self, model: str, digest: str, source: str, role: str = "update",
+                recovery: bool = False) -> tuple[int, str]:
+        """Record an arrival; returns (seq, status). A known hash keeps its row (dedupe)
+        and counts as a duplicate, unless this is a `recovery` of a crashed ingest."""
         now = time.time()
         with self.transaction() as c:
             row = c.execute("SELECT seq, status FROM batches WHERE model=? AND hash=?",
                             (model, digest)).fetchone()
             if row:
-                if row["status"] != "received":  # 'received' = an ingest that crashed: redo it
+                if row["status"] != "received" and not recovery:  # 'received': crashed ingest
                     c.execute("INSERT INTO duplicates (model, hash, source, status, at) VALUES "
                               "(?,?,?,?,?)", (model, digest, source, row["status"], now))
                 return int(row["seq"]), str(row["status"])

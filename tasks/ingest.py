@@ -86,10 +86,10 @@ def quarantine(rt: Runtime, path: str, digest: str | None, reason: str) -> Path:
 
 
 @task(name="ingest", cache_policy=NONE)
-def ingest_batch(rt: Runtime, path: str) -> Ingested:
+def ingest_batch(rt: Runtime, path: str, recovery: bool = False) -> Ingested:
     try:
         with rt.meter.phase("ingest") as reading:
-            return _ingest(rt, path)
+            return _ingest(rt, path, recovery)
     finally:
         rt.ledger.add_energy(rt.model_name, None, "ingest", reading.as_dict())
 
@@ -107,11 +107,11 @@ def recover_received(rt: Runtime) -> list[Ingested]:
         except BatchRejected:
             continue
         if content_hash(arrival) == row.hash:
-            done.append(ingest_batch(rt, str(arrival)))
+            done.append(ingest_batch(rt, str(arrival), recovery=True))
     return done
 
 
-def _ingest(rt: Runtime, path: str) -> Ingested:
+def _ingest(rt: Runtime, path: str, recovery: bool = False) -> Ingested:
     digest: str | None = None
     try:
         arrival = resolve_arrival(rt, path)
@@ -124,7 +124,7 @@ def _ingest(rt: Runtime, path: str) -> Ingested:
     # the batch; the others find its row. A row still 'received' under this lock is an
     # ingest that crashed (SIGKILL releases the lock): it is done again, same seq.
     with model_lock(rt.ws.state, rt.model_name, "ingest"):
-        seq, status = rt.ledger.receive(rt.model_name, digest, str(arrival))
+        seq, status = rt.ledger.receive(rt.model_name, digest, str(arrival), recovery=recovery)
         if status != "received":
             return Ingested(digest, seq, status, duplicate=True)
         checkpoint("ingest")
