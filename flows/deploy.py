@@ -23,8 +23,9 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from prefect import flow, get_client
+from prefect import Flow, flow, get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
@@ -37,6 +38,8 @@ from flows.update import ingest, update
 from greenloop.config import GreenloopConfig, load_config
 from tasks.events import ACCEPTED, ARRIVED
 from tasks.runtime import get_runtime
+
+CODE_ROOT = Path(__file__).resolve().parents[1]  # the checkout holding flows/ and tasks/
 
 
 def model_name(cfg: GreenloopConfig) -> str:
@@ -87,9 +90,10 @@ async def ensure_limit(name: str, limit: int = 1) -> None:
             pass
 
 
-def deployments(config: str | Path, policy: str | None = None,
-                home: str | Path | None = None) -> list[RunnerDeployment]:
-    """The four deployments of one config, with absolute paths as fixed parameters."""
+def _specs(config: str | Path, policy: str | None,
+           home: str | Path | None) -> list[tuple[Flow, dict[str, Any]]]:
+    """The four deployments of one config as (flow, deployment options), with absolute
+    paths as fixed parameters."""
     cfg = load_config(config)
     if policy:
         cfg = cfg.with_policy(policy)
@@ -97,34 +101,87 @@ def deployments(config: str | Path, policy: str | None = None,
     fixed = {"config": str(Path(config).resolve()), "policy": policy,
              "home": str(Path(home).resolve()) if home else None}
     tags = ["greenloop", cfg.name, model]
-    common = {"tags": tags, "entrypoint_type": EntrypointType.MODULE_PATH}
     s = cfg.schedule
     return [
-        ingest.to_deployment(
-            f"ingest-{cfg.name}", parameters={k: v for k, v in fixed.items()},
+        (ingest, dict(
+            name=f"ingest-{cfg.name}", parameters=dict(fixed), tags=tags,
             description=f"Validate, version and record a batch arriving in "
                         f"data/landing/{cfg.name}/; emits {ACCEPTED}.",
             triggers=[DeploymentEventTrigger(
                 name=f"{cfg.name}: batch arrived", expect={ARRIVED},
                 match={"greenloop.dataset": cfg.name},
-                parameters={"path": "{{ event.payload.path }}"})], **common),
-        update_model.to_deployment(
-            f"update-{cfg.name}", parameters=fixed,
+                parameters={"path": "{{ event.payload.path }}"})])),
+        (update_model, dict(
+            name=f"update-{cfg.name}", parameters=dict(fixed), tags=tags,
             description=f"Process every accepted, unprocessed batch of {model} in arrival order.",
             triggers=[DeploymentEventTrigger(
                 name=f"{cfg.name}: batch accepted", expect={ACCEPTED},
-                match={"greenloop.model": model})], **common),
-        update_model.to_deployment(
-            f"scheduled-update-{cfg.name}", parameters=fixed,
+                match={"greenloop.model": model})])),
+        (update_model, dict(
+            name=f"scheduled-update-{cfg.name}", parameters=dict(fixed), tags=tags,
             description=f"The same update on a fixed cadence ({s.update_cron}).",
-            schedules=[Cron(s.update_cron, timezone="UTC")], **common),
-        full_retrain_model.to_deployment(
-            f"full-retrain-{cfg.name}", parameters=fixed,
+            schedules=[Cron(s.update_cron, timezone="UTC")])),
+        (full_retrain_model, dict(
+            name=f"full-retrain-{cfg.name}", parameters=dict(fixed), tags=tags,
             description=f"Full retrain of {model} ({s.full_retrain_cron}); inactive unless "
                         "schedule.full_retrain_active.",
-            schedules=[Cron(s.full_retrain_cron, timezone="UTC", active=s.full_retrain_active)],
-            **common),
+            schedules=[Cron(s.full_retrain_cron, timezone="UTC",
+                            active=s.full_retrain_active)])),
     ]
+
+
+def deployments(config: str | Path, policy: str | None = None,
+                home: str | Path | None = None) -> list[RunnerDeployment]:
+    """For `serve`: flow runs are subprocesses of the serving process."""
+    return [f.to_deployment(**kw, entrypoint_type=EntrypointType.MODULE_PATH)
+            for f, kw in _specs(config, policy, home)]
+
+
+def _prepare(config: str | Path, policy: str | None, home: str | Path | None) -> None:
+    cfg = load_config(config)
+    if policy:
+        cfg = cfg.with_policy(policy)
+    asyncio.run(ensure_limit(limit_name(model_name(cfg))))
+    # Create (migrate) the tracking store once, before parallel flow runs meet it.
+    get_runtime(str(config), policy, str(home) if home else None).tracker  # noqa: B018
+
+
+def _require_server() -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        raise RuntimeError("deployments need a Prefect server: set PREFECT_API_URL")
+
+
+def deploy_to_pool(configs: list[str | Path], pool: str, policy: str | None = None,
+                   home: str | Path | None = None) -> list[str]:
+    """The same deployments on a work pool, for `prefect worker start --pool <pool>`
+    processes (on this or other machines with this code at the same path and the same
+    project home, e.g. a shared filesystem). Code is pulled from this checkout
+    (`from_source` with a local folder: the worker runs flows with it as working folder).
+    Creates the pool (type `process`) if it does not exist."""
+    _require_server()
+    asyncio.run(_ensure_pool(pool))
+    names = []
+    for config in configs:
+        _prepare(config, policy, home)
+        for f, kw in _specs(config, policy, home):
+            entry = f"flows/{Path(f.fn.__code__.co_filename).name}:{f.fn.__name__}"
+            remote = Flow.from_source(source=str(CODE_ROOT), entrypoint=entry)
+            remote.deploy(**kw, work_pool_name=pool, build=False, push=False,
+                          print_next_steps=False)
+            names.append(f"{f.name}/{kw['name']}")
+    return names
+
+
+async def _ensure_pool(pool: str) -> None:
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    async with get_client() as client:
+        try:
+            await client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        except ObjectAlreadyExists:
+            pass
 
 
 def serve_all(configs: list[str | Path], policy: str | None = None,
@@ -132,17 +189,10 @@ def serve_all(configs: list[str | Path], policy: str | None = None,
     """Register the deployments of every config, create the per-model limits, and run
     flow runs as subprocesses of this process until interrupted."""
     from prefect import serve
-    from prefect.settings import PREFECT_API_URL
 
-    if not PREFECT_API_URL.value():
-        raise RuntimeError("serving needs a Prefect server: set PREFECT_API_URL")
+    _require_server()
     deps: list[RunnerDeployment] = []
     for config in configs:
-        cfg = load_config(config)
-        if policy:
-            cfg = cfg.with_policy(policy)
-        asyncio.run(ensure_limit(limit_name(model_name(cfg))))
-        # Create (migrate) the tracking store once, before parallel flow runs meet it.
-        get_runtime(str(config), policy, str(home) if home else None).tracker  # noqa: B018
+        _prepare(config, policy, home)
         deps += deployments(config, policy, home)
     serve(*deps, limit=limit, print_starting_message=False)

@@ -85,6 +85,24 @@ def serve(config: ConfigsOpt, policy: PolicyOpt = None, home: HomeOpt = None,
 
 
 @app.command()
+def deploy(config: ConfigsOpt, pool: Annotated[str, typer.Option(
+               help="Prefect work pool (type process; created if missing)")] = "greenloop",
+           policy: PolicyOpt = None, home: HomeOpt = None) -> None:
+    """Register the same deployments on a work pool, for `prefect worker start` processes
+    in place of `serve` (needs PREFECT_API_URL)."""
+    _service_env()
+    if not os.environ.get("PREFECT_API_URL"):
+        _fail("PREFECT_API_URL is not set: work pools live on a Prefect server")
+    _datasets(config)
+    from flows.deploy import deploy_to_pool
+
+    names = deploy_to_pool([str(c) for c in config], pool, policy,
+                           Workspace.from_env(home).home)
+    typer.echo("\n".join(f"deployed {n} -> pool {pool}" for n in names))
+    typer.echo(f"now: prefect worker start --pool {pool}   (and greenloop watch --config ...)")
+
+
+@app.command()
 def watch(config: ConfigsOpt, home: HomeOpt = None, poll_seconds: PollOpt = 1.0) -> None:
     """Emit `greenloop.batch.arrived` once per complete file in data/landing/<dataset>/."""
     _service_env()
