@@ -14,11 +14,10 @@ from tasks.stream import prepare_stream, summarize
 @flow(name="replay")
 def replay(config: str, policy: str | None = None, max_batches: int | None = None,
            restart: bool = False, home: str | None = None,
-           summary_name: str = "summary.json", subflow_per_batch: bool = False) -> dict:
-    """`subflow_per_batch` shows each batch as its own `update` flow run in the Prefect UI;
-    off by default: a flow run costs ~0.1 s idle and over 1 s a batch on a busy 2-core
-    machine (profiled, issue 3), more than the rest of a skip. The tasks of every batch
-    are task runs of this flow run either way; served arrivals are always one flow run each."""
+           summary_name: str = "summary.json", subflow_per_batch: bool = True) -> dict:
+    """One batch = one `update` flow run (a subflow of this one), as for a served arrival.
+    `subflow_per_batch=False` runs the same tasks directly in this flow run: a flow run
+    costs ~0.1 s idle and over 1 s a batch on a busy 2-core machine (profiled, issue 3)."""
     rt = get_runtime(config, policy, home)
     step = update if subflow_per_batch else update.fn
     if restart:
