@@ -72,6 +72,8 @@ class BatchRow:
     quality_before: float | None
     version: int | None
     dvc_md5: str | None = None
+    reason: str | None = None
+    source: str | None = None
 
 
 class Ledger:
@@ -307,4 +309,4 @@ class Ledger:
 def _batch(r: sqlite3.Row) -> BatchRow:
     return BatchRow(r["model"], r["hash"], int(r["seq"]), r["status"], r["role"],
                     r["accepted_path"], r["rows"], r["decision"], r["quality_before"],
-                    r["version"], r["dvc_md5"])
+                    r["version"], r["dvc_md5"], r["reason"], r["source"])

@@ -53,8 +53,7 @@ def render_status(config: str, policy: str | None, home: str | None, history: bo
         t.add_column(col)
     for b in ledger.batches(name)[-last:]:
         q = "" if b.quality_before is None else f"{b.quality_before:.3f}"
-        reason = ledger._conn.execute("SELECT reason FROM batches WHERE model=? AND hash=?",
-                                      (name, b.hash)).fetchone()[0] or ""
+        reason = b.reason or ""
         t.add_row(str(b.seq), b.status, b.decision or "", reason[:70], q, str(b.version or ""))
     out.print(t)
     if history:

@@ -100,10 +100,8 @@ def recover_received(rt: Runtime) -> list[Ingested]:
     row waits: the same file arriving again is ingested then (same hash, same seq)."""
     done = []
     for row in rt.ledger.batches(rt.model_name, ("received",)):
-        source = rt.ledger._conn.execute("SELECT source FROM batches WHERE model=? AND hash=?",
-                                         (rt.model_name, row.hash)).fetchone()[0]
         try:
-            arrival = resolve_arrival(rt, source)
+            arrival = resolve_arrival(rt, row.source or "")
         except BatchRejected:
             continue
         if content_hash(arrival) == row.hash:
