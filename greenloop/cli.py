@@ -26,7 +26,8 @@ QUIET_ENV = {
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="dataset config (YAML)")]
 PolicyOpt = Annotated[str | None, typer.Option("--policy", help="override the config's policy")]
-HomeOpt = Annotated[Path | None, typer.Option("--home", help="project folder (default: $GREENLOOP_HOME or .)")]
+HomeOpt = Annotated[Path | None,
+                    typer.Option("--home", help="project folder (default: $GREENLOOP_HOME or .)")]
 
 
 def _env(verbose: bool = False) -> None:
@@ -153,16 +154,9 @@ def status(config: ConfigOpt, policy: PolicyOpt = None, home: HomeOpt = None,
     render_status(str(config), policy, str(home) if home else None, history, last)
 
 
-# serve, watch, ui, fleet: registered on `app` by importing the module (issue 4).
-from greenloop import cli_serve  # noqa: E402,F401
-
-
-# compare: registered on `app` by importing the module (issue 3).
-from greenloop import cli_compare  # noqa: E402,F401
-
-
-# rollback: registered on `app` by importing the module (issue 5).
-from greenloop import cli_reliability  # noqa: E402,F401
+# More commands register themselves on `app` when their module is imported:
+# compare (cli_compare), rollback (cli_reliability), serve/watch/ui/fleet (cli_serve).
+from greenloop import cli_compare, cli_reliability, cli_serve  # noqa: E402,F401
 
 
 def main() -> None:  # pragma: no cover - console entry

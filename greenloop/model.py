@@ -62,11 +62,13 @@ class Preprocessor:
     def features(self, frame: pd.DataFrame) -> torch.Tensor:
         num = frame[self.numeric].astype(float).to_numpy(dtype=np.float32)
         num = np.where(np.isnan(num), np.asarray(self.medians, dtype=np.float32), num)
-        num = (num - np.asarray(self.means, dtype=np.float32)) / np.asarray(self.stds, dtype=np.float32)
+        means = np.asarray(self.means, dtype=np.float32)
+        num = (num - means) / np.asarray(self.stds, dtype=np.float32)
         blocks = [num]
         for col in self.categorical:
             values = frame[col].astype(str).to_numpy()
-            blocks.append((values[:, None] == np.asarray(self.vocab[col])[None, :]).astype(np.float32))
+            levels = np.asarray(self.vocab[col])
+            blocks.append((values[:, None] == levels[None, :]).astype(np.float32))
         return torch.from_numpy(np.concatenate(blocks, axis=1))
 
     def targets(self, y: pd.Series) -> torch.Tensor:

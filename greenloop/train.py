@@ -20,7 +20,8 @@ def fit(model: TabularModel, frame: pd.DataFrame, target: str, recipe: RecipeCon
     """Train in place; returns the last epoch's mean loss."""
     x = model.pre.features(frame)
     y = model.pre.targets(frame[target])
-    loss_fn: nn.Module = nn.CrossEntropyLoss() if model.pre.task == "classification" else nn.MSELoss()
+    classify = model.pre.task == "classification"
+    loss_fn: nn.Module = nn.CrossEntropyLoss() if classify else nn.MSELoss()
     opt = torch.optim.Adam(model.net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     gen = torch.Generator().manual_seed(seed)
     model.net.train()

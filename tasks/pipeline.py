@@ -77,7 +77,8 @@ def load_work(rt: Runtime, row: BatchRow) -> Work:
 
 def reference_window(rt: Runtime, work: Work) -> list[Batch]:
     """The last `reference_batches` batches the champion had seen when it was trained."""
-    info = rt.ledger.version(rt.model_name, work.champion_version) if work.champion_version else None
+    version = work.champion_version
+    info = rt.ledger.version(rt.model_name, version) if version else None
     through = info["trained_through"] if info else work.batch.seq - 1
     seen = [b for b in work.history if b.seq <= through]
     return seen[-rt.cfg.drift.reference_batches:]
@@ -114,7 +115,8 @@ def decide(rt: Runtime, work: Work, force: str | None = None) -> Work:
     task_kind, target = rt.cfg.data.task, rt.cfg.data.target
     info = rt.ledger.version(rt.model_name, work.champion_version)
     reference_quality = info["reference_quality"] if info else work.quality_before
-    known = set(work.champion.pre.classes) if work.champion and task_kind == "classification" else set()
+    classify = work.champion is not None and task_kind == "classification"
+    known = set(work.champion.pre.classes) if classify else set()
     new_classes = sorted(set(work.batch.frame[target].astype(str)) - known) if known else []
     assert work.drift is not None
     obs = Observation(

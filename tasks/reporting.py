@@ -9,8 +9,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.progress import TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 T = TypeVar("T")
@@ -48,7 +54,8 @@ def summary_table(s: dict[str, Any]) -> Table:
     t.add_column(style="bold")
     t.add_column()
     d = s["decisions"]
-    t.add_row("batches", f"{s['batches']} ({s['update_batches']} after bootstrap), {s['rows']} rows")
+    t.add_row("batches",
+              f"{s['batches']} ({s['update_batches']} after bootstrap), {s['rows']} rows")
     t.add_row("decisions", f"skip {d['skip']} · fine-tune {d['finetune']} · retrain {d['retrain']}")
     t.add_row(f"prequential {s['metric']}", f"{s['prequential']:.4f}")
     e, c = s["energy_kwh"], s["cpu_seconds"]

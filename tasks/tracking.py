@@ -36,7 +36,8 @@ class Tracker:
             location = None
             if tracking_uri.startswith("sqlite:") or "://" not in tracking_uri:
                 location = (artifact_root / experiment).resolve().as_uri()
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            self.experiment_id = self.client.create_experiment(experiment,
+                                                               artifact_location=location)
         else:
             self.experiment_id = exp.experiment_id
 

@@ -16,7 +16,8 @@ def test_bundled_configs_load(name: str) -> None:
 
 
 def test_unknown_key_is_named(tmp_path: Path) -> None:
-    text = (ROOT / "configs" / "elec2.yaml").read_text().replace("  seed: 0", "  seed: 0\n  sede: 1")
+    text = (ROOT / "configs" / "elec2.yaml").read_text()
+    text = text.replace("  seed: 0", "  seed: 0\n  sede: 1")
     p = tmp_path / "bad.yaml"
     p.write_text(text)
     with pytest.raises(ConfigError, match=r"model\.sede: unknown key"):

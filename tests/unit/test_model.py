@@ -73,6 +73,7 @@ def test_unseen_category_and_seed_determinism() -> None:
     frame, schema = prepared("classification")
     a = retrain(frame, schema, "classification", ModelConfig(hidden=[8]), RECIPE, seed=3)
     b = retrain(frame, schema, "classification", ModelConfig(hidden=[8]), RECIPE, seed=3)
-    assert all(torch.equal(a.net.state_dict()[k], b.net.state_dict()[k]) for k in a.net.state_dict())
+    sa, sb = a.net.state_dict(), b.net.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
     odd = frame.assign(kind="never-seen")
     assert len(a.predict(odd)) == len(odd)
