@@ -113,7 +113,16 @@ class TrackingConfig(_Strict):
     tracking_uri: str | None = Field(
         default=None, description="default sqlite:///<home>/mlflow.db; env MLFLOW_TRACKING_URI wins"
     )
-    experiment: str | None = None
+    # A name, never a path: the artifact folder is mlartifacts/<experiment>.
+    experiment: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_secrets_in_uri(cls, v: str | None) -> str | None:
+        if v and "@" in v.split("://", 1)[-1].split("/", 1)[0]:
+            raise ValueError("no credentials in tracking_uri: use MLFLOW_TRACKING_USERNAME/"
+                             "MLFLOW_TRACKING_PASSWORD from the environment")
+        return v
 
 
 class ScheduleConfig(_Strict):

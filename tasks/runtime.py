@@ -51,7 +51,17 @@ class Runtime:
 
     @property
     def tracking_uri(self) -> str:
-        return (os.environ.get("MLFLOW_TRACKING_URI") or self.cfg.tracking.tracking_uri
+        configured = self.cfg.tracking.tracking_uri
+        if configured and configured.startswith(("sqlite:", "file:")):
+            # A local store named by the config stays in the project (the environment's
+            # MLFLOW_TRACKING_URI is the operator's choice and is not restricted).
+            scheme, rest = configured.split(":", 1)
+            if scheme == "sqlite":  # sqlite:///relative.db, sqlite:////absolute.db
+                local = rest[3:] if rest.startswith("///") else rest.lstrip("/")
+            else:  # file:///absolute, file:relative
+                local = "/" + rest.lstrip("/") if rest.startswith("//") else rest
+            self.ws.inside(self.ws.home, local)
+        return (os.environ.get("MLFLOW_TRACKING_URI") or configured
                 or self.ws.default_tracking_uri())
 
     @cached_property

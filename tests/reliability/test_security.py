@@ -140,3 +140,29 @@ def test_lock_names_cannot_escape(tmp_path: Path) -> None:
     for bad in ("../x", "a/b", "", ".."):
         with pytest.raises(ValueError):
             lock_path(tmp_path, bad)
+
+
+@pytest.mark.parametrize("uri", ["sqlite:////etc/greenloop.db", "sqlite:///../../x.db",
+                                 "file:///tmp/elsewhere", "file:../x"])
+def test_configured_tracking_store_stays_in_the_project(tmp_path: Path, uri: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.runtime import Runtime
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    cfg = load_config(write_project(home, make_frame(50, 0), name="ok",
+                                    overrides={"tracking": {"tracking_uri": uri}}))
+    with pytest.raises(OutsideWorkspace):
+        _ = Runtime(cfg, Workspace.from_env(home), "x").tracking_uri
+    inside = load_config(write_project(home, make_frame(50, 0), name="ok", overrides={
+        "tracking": {"tracking_uri": f"sqlite:///{home / 'state' / 'm.db'}"}}))
+    assert Runtime(inside, Workspace.from_env(home), "x").tracking_uri.endswith("m.db")
+
+
+@pytest.mark.parametrize("tracking", [{"experiment": "../../escape"},
+                                      {"tracking_uri": "http://admin:hunter2@127.0.0.1:5000"}])
+def test_tracking_config_has_no_paths_or_credentials(tmp_path: Path, tracking: dict) -> None:
+    with pytest.raises(ConfigError):
+        load_config(write_project(tmp_path, make_frame(50, 0), name="ok",
+                                  overrides={"tracking": tracking}))
