@@ -36,7 +36,7 @@ from prefect.schedules import Cron
 from flows.retrain import full_retrain
 from flows.update import ingest, update
 from greenloop.config import GreenloopConfig, load_config
-from tasks.events import ACCEPTED, ARRIVED
+from tasks.events import ACCEPTED, ARRIVED, arrived_trigger_name
 from tasks.runtime import get_runtime
 
 CODE_ROOT = Path(__file__).resolve().parents[1]  # the checkout holding flows/ and tasks/
@@ -108,7 +108,7 @@ def _specs(config: str | Path, policy: str | None,
             description=f"Validate, version and record a batch arriving in "
                         f"data/landing/{cfg.name}/; emits {ACCEPTED}.",
             triggers=[DeploymentEventTrigger(
-                name=f"{cfg.name}: batch arrived", expect={ARRIVED},
+                name=arrived_trigger_name(cfg.name), expect={ARRIVED},
                 match={"greenloop.dataset": cfg.name},
                 parameters={"path": "{{ event.payload.path }}"})])),
         (update_model, dict(

@@ -6,6 +6,7 @@ Deployment triggers in flows/deploy.py match on these names and on the resource 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -33,18 +34,48 @@ def emit_accepted(dataset: str, model: str, digest: str, seq: int) -> None:
                payload={"hash": digest, "seq": seq, "model": model, "dataset": dataset})
 
 
+def arrived_trigger_name(dataset: str) -> str:
+    """The name of the automation that turns an arrival into an `ingest` run."""
+    return f"{dataset}: batch arrived"
+
+
+async def _listening(datasets: list[str]) -> list[str]:
+    from prefect import get_client
+
+    async with get_client() as client:
+        names = {a.name for a in await client.read_automations() if a.enabled}
+    return [d for d in datasets if arrived_trigger_name(d) not in names]
+
+
+def wait_for_listeners(datasets: list[str], stop: threading.Event, poll_seconds: float,
+                       log: Callable[[str], None]) -> None:
+    """Events nobody listens to are dropped by the server: wait until each dataset's
+    `ingest` trigger exists (serve or deploy registers it) before reporting any file."""
+    announced = False
+    while not stop.is_set():
+        missing = asyncio.run(_listening(datasets))
+        if not missing:
+            return
+        if not announced:
+            log(f"waiting for the ingest trigger(s) of {', '.join(missing)} "
+                "(greenloop serve / greenloop deploy)")
+            announced = True
+        stop.wait(poll_seconds)
+
+
 def watch_landing(datasets: list[str], home: Path, poll_seconds: float = 1.0,
                   stop: threading.Event | None = None, log: Callable[[str], None] = print) -> None:
     """Emit `greenloop.batch.arrived` once per complete file in data/landing/<dataset>/
     (the completeness rule is greenloop/watch.py). Runs until `stop` is set."""
     ws = Workspace.from_env(home)
+    stop = stop or threading.Event()
+    wait_for_listeners(datasets, stop, max(poll_seconds, 1.0), log)
     watchers = []
     for name in datasets:
         folder = ws.landing(name)
         folder.mkdir(parents=True, exist_ok=True)
         watchers.append((name, LandingWatcher(folder, ws.state / "watch" / f"{name}.json")))
         log(f"watching {folder}")
-    stop = stop or threading.Event()
     while not stop.is_set():
         for name, watcher in watchers:
             for path in watcher.poll():
