@@ -171,3 +171,11 @@ def test_service_keeps_running_after_bad_input(served: Project) -> None:
     code, out = served.cli("ingest", str(served.drop(served.batch(90), "good.csv")))
     assert code == 0, out
     assert len(served.ledger().batches(MODEL, ("processed",))) == before + 1
+
+
+def test_status_reports_quarantine_and_duplicates(served: Project) -> None:
+    ledger = served.ledger()
+    code, out = served.cli("status")
+    assert code == 0, out
+    assert f"{ledger.quarantine_count(NAME)} file(s) quarantined" in out
+    assert f"{ledger.duplicates(MODEL)} duplicate(s) dropped" in out
