@@ -23,10 +23,14 @@ def replay(config: str, policy: str | None = None, max_batches: int | None = Non
     if restart:
         rt.ledger.reset(rt.model_name)
     files = prepare_stream(rt)[:max_batches]
-    with RunMeter(rt.cfg.energy) as run:
-        for path in progress(files, f"{rt.cfg.name} · {rt.policy_name}"):
-            step(config, path=str(path), policy=policy, home=home)
-    rt.ledger.add_energy(rt.model_name, None, "run", run.reading.as_dict())
+    run = RunMeter(rt.cfg.energy)
+    try:
+        with run:
+            for path in progress(files, f"{rt.cfg.name} · {rt.policy_name}"):
+                step(config, path=str(path), policy=policy, home=home)
+    finally:  # a failed attempt keeps its whole-run energy: a resumed run adds to it
+        if getattr(run, "reading", None) is not None:
+            rt.ledger.add_energy(rt.model_name, None, "run", run.reading.as_dict())
     summary = summarize(rt)
     write_json(rt.ws.reports / f"{rt.cfg.name}-{rt.policy_name}" / summary_name, summary)
     return summary
