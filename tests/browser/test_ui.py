@@ -184,6 +184,7 @@ def test_prefect_and_mlflow_uis_show_the_served_pipeline(tmp_path: Path) -> None
             for seq in range(1, 6):
                 assert f"{MODEL}-b{seq:05d}" in text
 
+            page.set_viewport_size({"width": 1600, "height": 1400})  # all the version's tags
             text = visit(f"{mlflow_ui}/#/models/{MODEL}/versions/{new_version}",
                          "parent_version", "mlflow-model-version.png")
             for tag in ["decision", "finetune", "parent_version", "energy_kwh", "cpu_seconds",
