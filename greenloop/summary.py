@@ -33,6 +33,10 @@ def build_summary(ledger: Ledger, *, model: str, dataset: str, policy: str, task
     # The whole run is metered by its own tracker; phases are checked against it.
     energy["total"] = run.get("energy_kwh") or sum(energy.values())
     cpu["total"] = run.get("cpu_seconds") or sum(cpu.values())
+    # What the run meter saw outside every phase: Prefect flow and task runs, progress
+    # output, ledger writes between phases. Reported, not hidden.
+    energy["orchestration"] = max(energy["total"] - sum(energy[p] for p in PHASES), 0.0)
+    cpu["orchestration"] = max(cpu["total"] - sum(cpu[p] for p in PHASES), 0.0)
     return {
         "dataset": dataset, "policy": policy, "task": task,
         "batches": len(processed), "rows": sum(b.rows or 0 for b in processed),

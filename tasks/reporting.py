@@ -59,7 +59,7 @@ def summary_table(s: dict[str, Any]) -> Table:
     t.add_row("decisions", f"skip {d['skip']} · fine-tune {d['finetune']} · retrain {d['retrain']}")
     t.add_row(f"prequential {s['metric']}", f"{s['prequential']:.4f}")
     e, c = s["energy_kwh"], s["cpu_seconds"]
-    for phase in ("ingest", "drift", "train", "evaluate", "overhead", "total"):
+    for phase in ("ingest", "drift", "train", "evaluate", "overhead", "orchestration", "total"):
         t.add_row(f"energy · {phase}", f"{e[phase] * 1000:.4f} Wh   {c[phase]:.1f} CPU-s")
     t.add_row("wall time", f"{s['wall_seconds']:.1f} s")
     t.add_row("emissions", f"{s['emissions_kg'] * 1000:.3f} g CO2e")
