@@ -11,10 +11,9 @@
 
 Ingest never waits for training: it only emits an event. All updates of one model
 (event, cron or full retrain) take the global concurrency limit
-`greenloop-update-<model>` (limit 1), so they run one at a time; a queued update
-finds what its predecessor left and processes the rest. Deployment names carry the
-dataset so one server can serve many models; triggers match on the event's
-`greenloop.dataset` / `greenloop.model` resource labels.
+`greenloop-update-<model>` (limit 1), so they run one at a time (see `update_model`).
+Deployment names carry the dataset so one server can serve many models; triggers match
+on the event's `greenloop.dataset` / `greenloop.model` resource labels.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from typing import Any
 
 from prefect import Flow, flow, get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
 from prefect.concurrency.sync import concurrency
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.events import DeploymentEventTrigger
@@ -50,21 +50,45 @@ def limit_name(model: str) -> str:
     return f"greenloop-update-{model}"
 
 
+def _model(config: str, policy: str | None) -> str:
+    cfg = load_config(config)
+    return model_name(cfg.with_policy(policy) if policy else cfg)
+
+
 @contextmanager
 def one_update_at_a_time(config: str, policy: str | None) -> Iterator[None]:
-    cfg = load_config(config)
-    if policy:
-        cfg = cfg.with_policy(policy)
+    """Wait for the model's slot (scheduled and forced updates: they must run)."""
     # strict=False: without the limit (e.g. a flow run outside `serve`) this is a no-op.
-    with concurrency(limit_name(model_name(cfg)), occupy=1, strict=False):
+    with concurrency(limit_name(_model(config, policy)), occupy=1, strict=False):
         yield
+
+
+def _pending(config: str, policy: str | None, home: str | None) -> bool:
+    rt = get_runtime(config, policy, home)
+    return bool(rt.ledger.batches(rt.model_name, ("accepted",)))
 
 
 @flow(name="update", log_prints=True)
 def update_model(config: str, policy: str | None = None, home: str | None = None) -> list[dict]:
-    """The `update` flow, one run per model at a time (served deployments use this)."""
-    with one_update_at_a_time(config, policy):
-        results = update.fn(config, None, policy, home)
+    """The `update` flow as served: one run per model at a time, and a run that finds
+    the model's slot taken exits at once instead of holding a flow-run slot while it
+    waits (so arrivals are never stuck behind queued updates). The holder processes
+    until no accepted batch is left, releases, and checks once more: a batch accepted
+    while it held the slot is never stranded."""
+    name, results = limit_name(_model(config, policy)), []
+    while True:
+        done = len(results)
+        try:
+            with concurrency(name, occupy=1, strict=False, max_retries=0):
+                while batch := update.fn(config, None, policy, home):
+                    results += batch
+                    if not _pending(config, policy, home):
+                        break
+        except ConcurrencySlotAcquisitionError:
+            print("another update of this model is running: it processes the new batch")
+            break
+        if len(results) == done or not _pending(config, policy, home):
+            break
     for r in results:  # shown in the flow run's logs in the Prefect UI
         print(f"batch {r['seq']}: {r['decision']}"
               + (f" -> version {r['version']}" if r.get("version") else "")

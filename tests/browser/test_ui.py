@@ -124,6 +124,8 @@ def test_prefect_and_mlflow_uis_show_the_served_pipeline(tmp_path: Path) -> None
                            and r["start_time"] and r["start_time"] >= max(
                                i["start_time"] for i in ingests))
         deployments = {d["name"]: d["id"] for d in api(base, "/deployments/filter", {})}
+        limits = {c["name"]: c["limit"] for c in api(base, "/v2/concurrency_limits/filter", {})}
+        assert limits[f"greenloop-update-{MODEL}"] == 1  # one update of the model at a time
 
         SHOTS.mkdir(parents=True, exist_ok=True)
         t_browser = time.monotonic()
@@ -184,13 +186,16 @@ def test_prefect_and_mlflow_uis_show_the_served_pipeline(tmp_path: Path) -> None
             for seq in range(1, 6):
                 assert f"{MODEL}-b{seq:05d}" in text
 
-            page.set_viewport_size({"width": 1600, "height": 1400})  # all the version's tags
             text = visit(f"{mlflow_ui}/#/models/{MODEL}/versions/{new_version}",
                          "parent_version", "mlflow-model-version.png")
             for tag in ["decision", "finetune", "parent_version", "energy_kwh", "cpu_seconds",
                         "lineage_energy_kwh", "data_md5", "reason"]:
                 assert tag in text
             assert f"{MODEL}-b00005" in text  # the source run
+            # The tags table scrolls inside the page: a second shot shows its lower rows.
+            page.get_by_text("parent_version", exact=True).first.scroll_into_view_if_needed()
+            time.sleep(0.5)
+            page.screenshot(path=str(SHOTS / "mlflow-model-version-tags.png"))
             browser.close()
         timings["browser_s"] = time.monotonic() - t_browser
         timings["total_s"] = time.monotonic() - t0
