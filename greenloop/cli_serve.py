@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Annotated
@@ -53,6 +54,8 @@ def serve(config: ConfigsOpt, policy: PolicyOpt = None, home: HomeOpt = None,
     from greenloop.servers import ServerError, prefect_server, start_mlflow_ui, wait_healthy
 
     mlflow_ui = None
+    # Until Prefect's runner takes SIGTERM over, make it unwind (and stop the servers).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         if ui:
             cfg = load_config(config[0])
@@ -140,6 +143,8 @@ def ui(config: Annotated[Path | None, typer.Option("--config", "-c")] = None,
     from greenloop.servers import ServerError, start_mlflow_ui, wait_healthy
 
     server = start_mlflow_ui(uri, ws.artifacts, ws.state / "logs", port)
+    # The server is in its own process group: stop it on SIGTERM too, not only on Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         waited = wait_healthy(server, timeout_s=120)
         typer.echo(f"MLflow UI: {server.url}  (store {uri}, up in {waited:.1f} s)\n"
