@@ -7,8 +7,12 @@ STAMP := $(VENV)/.installed-$(shell md5sum pyproject.toml | cut -c1-8)
 CONFIG ?= configs/elec2.yaml
 # pip on these machines prints a warning per package for absent local mirrors: hide those.
 QUIET := 2>&1 | grep -v "is ignored: it is neither" || true
-export DO_NOT_TRACK=true PREFECT_SERVER_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TELEMETRY=true
-export CODECARBON_LOG_LEVEL=error DVC_NO_ANALYTICS=1
+# One variable per `export` line: make reads `export A=x B=y` as A="x B=y".
+export DO_NOT_TRACK := true
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export MLFLOW_DISABLE_TELEMETRY := true
+export CODECARBON_LOG_LEVEL := error
+export DVC_NO_ANALYTICS := 1
 
 .PHONY: install run test test-slow lint clean-state
 
