@@ -109,6 +109,7 @@ def write_compare(rt: Runtime, runs: dict[str, list[dict]], curves: dict[str, li
                    "finetune": rt.cfg.train.finetune.model_dump(),
                    "retrain_window_batches": rt.cfg.train.retrain_window_batches,
                    "periodic_every": rt.cfg.policy.periodic_every,
+                   "periodic_window_batches": rt.cfg.policy.periodic_window_batches,
                    "default_policy": rt.cfg.policy.name,
                    "drift_html_reports": drift_reports},
         "curves": {p: f"curves/{p}.csv" for p in runs}, "report_dir": str(folder),
@@ -171,6 +172,8 @@ def markdown(r: dict[str, Any]) -> str:
             f"| {ratio(p, 'energy_total')} | {ratio(p, 'energy_train')} "
             f"| {ratio(p, 'cpu_seconds')} |")
     cfg, mach = r["config"], r["machine"]
+    n = cfg["retrain_window_batches"]
+    window = f"last {n} batches" if n else "all history"
     lines += ["", "## How it was measured", "",
               f"- Energy: {r['energy_method']}",
               "- Whole-pipeline energy = one CodeCarbon tracker around the whole replay of a "
@@ -180,8 +183,9 @@ def markdown(r: dict[str, Any]) -> str:
               "- \"outside training\" = 1 − train energy / whole-pipeline energy.",
               f"- Same stream, same pipeline, same recipes: full retrain {cfg['retrain']}, "
               f"fine-tune {cfg['finetune']}; retrain window "
-              f"{cfg['retrain_window_batches'] or 'all history'}; periodic every "
-              f"{cfg['periodic_every']} batch(es). Default policy of this config: "
+              f"{window}; periodic retrains every "
+              f"{cfg['periodic_every']} batch(es) on "
+              f"{cfg.get('periodic_window_batches') or 'all history'}. Default policy: "
               f"`{cfg['default_policy']}`. HTML drift reports "
               f"{'rendered on retrains' if cfg['drift_html_reports'] else 'off (they would bill '}"
               f"{'' if cfg['drift_html_reports'] else 'periodic, which retrains every batch)'}; "
