@@ -51,6 +51,14 @@ def make_frame(rows: int, seed: int, shift: dict[str, float] | None = None,
     return frame
 
 
+def drifting_stream() -> pd.DataFrame:
+    """Quiet, then a covariate shift with a concept flip: skip, then a retrain."""
+    quiet = [make_frame(200, seed=s) for s in range(4)]
+    shifted = [make_frame(200, seed=10 + s, shift={"x0": 2.0, "x1": 2.0, "x2": 2.0}, flip=True)
+               for s in range(2)]
+    return pd.concat(quiet + shifted, ignore_index=True)
+
+
 def write_project(home: Path, source: pd.DataFrame, *, name: str = "synth",
                   task: str = "classification", batch_rows: int = 200,
                   overrides: dict | None = None) -> Path:

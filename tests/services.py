@@ -29,6 +29,19 @@ QUIET = {"DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
          "DVC_NO_ANALYTICS": "1", "GIT_PYTHON_REFRESH": "quiet"}
 
 
+def require(missing: list[str], what: str, strict_env: str, target: str) -> None:
+    """Skip when a system part is missing, or fail when `strict_env` is set (CI targets
+    set it, so a missing install cannot pass as a skip there)."""
+    if not missing:
+        return
+    import pytest
+
+    msg = f"{what} needs " + " and ".join(missing) + f"; `{target}` installs them"
+    if os.environ.get(strict_env):
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

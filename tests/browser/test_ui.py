@@ -28,6 +28,7 @@ from tests.services import (
     http_ok,
     ledger_rows,
     project_home,
+    require,
     service_env,
     stream_files,
     wait_until,
@@ -49,11 +50,7 @@ def _require_browser() -> None:
         import playwright  # noqa: F401
     except ImportError:
         missing.append("python playwright (pip install -e '.[scale]')")
-    if missing:
-        msg = "browser check needs " + " and ".join(missing) + "; `make test-browser` installs them"
-        if os.environ.get("GREENLOOP_REQUIRE_BROWSER"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+    require(missing, "browser check", "GREENLOOP_REQUIRE_BROWSER", "make test-browser")
 
 
 def _update_runs_final(base: str) -> list[dict]:

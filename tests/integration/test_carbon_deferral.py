@@ -7,23 +7,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from flows import call_flow
 from flows.replay import replay
 from flows.retrain import full_retrain
 from greenloop.ledger import Ledger
-from tests.conftest import make_frame, write_project
+from tests.conftest import drifting_stream, write_project
 
 pytestmark = pytest.mark.integration
-
-
-def drifting_stream() -> pd.DataFrame:
-    quiet = [make_frame(200, seed=s) for s in range(4)]
-    shifted = [make_frame(200, seed=10 + s, shift={"x0": 2.0, "x1": 2.0, "x2": 2.0}, flip=True)
-               for s in range(2)]
-    return pd.concat(quiet + shifted, ignore_index=True)
 
 
 def test_retrain_outside_the_window_is_deferred_then_done_by_full_retrain(

@@ -15,17 +15,9 @@ from flows.replay import replay
 from flows.update import update
 from greenloop.data import BatchRejected
 from greenloop.ledger import Ledger
-from tests.conftest import make_frame, write_project
+from tests.conftest import drifting_stream, make_frame, write_project
 
 pytestmark = pytest.mark.integration
-
-
-def drifting_stream() -> pd.DataFrame:
-    """Quiet, then a covariate shift with a concept flip: skip, then a retrain."""
-    quiet = [make_frame(200, seed=s) for s in range(4)]
-    shifted = [make_frame(200, seed=10 + s, shift={"x0": 2.0, "x1": 2.0, "x2": 2.0}, flip=True)
-               for s in range(2)]
-    return pd.concat(quiet + shifted, ignore_index=True)
 
 
 def test_replay_registers_versions_tags_alias_and_summary(prefect_harness, home: Path) -> None:

@@ -25,6 +25,7 @@ from tests.services import (
     greenloop,
     http_ok,
     project_home,
+    require,
     service_env,
     stream_files,
     wait_until,
@@ -43,11 +44,7 @@ def _require_postgres() -> None:
         import psycopg2  # noqa: F401
     except ImportError:
         missing.append("psycopg2 (pip install -e '.[scale]')")
-    if missing:
-        msg = "needs " + " and ".join(missing) + "; `make test-postgres` installs them"
-        if os.environ.get("GREENLOOP_REQUIRE_POSTGRES"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+    require(missing, "PostgreSQL test", "GREENLOOP_REQUIRE_POSTGRES", "make test-postgres")
 
 
 @pytest.fixture
