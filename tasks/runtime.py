@@ -14,7 +14,6 @@ from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from greenloop.config import GreenloopConfig, load_config
 from greenloop.data import Schema, infer_schema, read_table
@@ -109,16 +108,14 @@ def limit_torch_threads() -> None:
     """One intra-op thread for torch (env GREENLOOP_TORCH_THREADS to change). The MLPs
     here are far too small to gain from a second thread, and on a busy 2-core machine
     torch's spinning worker threads cost 10-40x the CPU time of the training itself
-    (measured: a 19k-row, 3-epoch retrain took 24 CPU-s with 2 threads, 0.6 with 1)."""
+    (measured: a 19k-row, 3-epoch retrain took 24 CPU-s with 2 threads, 0.6 with 1; a
+    21k-row, 10-epoch one 98 vs 3.4 CPU-s)."""
     import torch
 
     torch.set_num_threads(int(os.environ.get("GREENLOOP_TORCH_THREADS", "1")))
 
 
-# One intra-op thread: the MLPs are tiny, and on a shared 2-core machine a second
-# spinning thread burned ~30x the CPU time for the same retrain (98 vs 3.4 CPU-s measured
-# on 21k Elec2 rows, 10 epochs, with other processes running).
-torch.set_num_threads(int(os.environ.get("GREENLOOP_TORCH_THREADS", "1")))
+limit_torch_threads()  # at import: before any flow of this process trains
 
 _RUNTIMES: dict[tuple[str, str | None, str], Runtime] = {}
 _GUARD = threading.Lock()

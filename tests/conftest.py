@@ -106,5 +106,5 @@ def prefect_harness() -> Iterator[None]:
     """One temporary Prefect API for the session (~10 s to start)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    with prefect_test_harness(server_startup_timeout=180):
         yield
