@@ -4,7 +4,7 @@ A policy sees an `Observation` of one arrived batch (covariate drift, the champi
 quality drop on it, classes never seen, and the energy actually measured for each
 action so far) and returns a `Decision` with a reason a human can read. All policies
 share the same two training recipes; they differ only in when they train and on
-which rows (see `training_window`).
+which rows (`greenloop/steps.py: training_rows`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Literal, Protocol
 from greenloop.config import PolicyConfig
 
 Action = Literal["skip", "finetune", "retrain"]
-ACTIONS: tuple[Action, ...] = ("skip", "finetune", "retrain")
 
 
 @dataclass(frozen=True)
@@ -151,19 +150,3 @@ def make_policy(cfg: PolicyConfig) -> Policy:
         return POLICIES[cfg.name](cfg)
     except KeyError:
         raise ValueError(f"unknown policy {cfg.name!r}; choose from {sorted(POLICIES)}") from None
-
-
-@dataclass(frozen=True)
-class Window:
-    """Which past batches (by position in history, newest last) feed a training action."""
-
-    batches: int | None  # None = all history
-
-
-def training_window(action: Action, retrain_window_batches: int | None,
-                    replay_batches: int) -> Window:
-    if action == "retrain":
-        return Window(retrain_window_batches)
-    if action == "finetune":
-        return Window(replay_batches)
-    return Window(0)

@@ -15,7 +15,7 @@ import pandas as pd
 
 from greenloop.config import GreenloopConfig
 from greenloop.data import Schema
-from greenloop.evaluate import evaluate, quality, relative_drop
+from greenloop.evaluate import evaluate, relative_drop
 from greenloop.model import TabularModel
 from greenloop.policy import Action
 from greenloop.train import finetune, retrain
@@ -124,5 +124,5 @@ def quality_gain(task: str, verdict: Verdict) -> float:
     return -relative_drop(task, verdict.champion_recent, verdict.candidate_recent)
 
 
-__all__ = ["Batch", "Verdict", "concat", "judge", "make_batch", "quality", "quality_gain",
+__all__ = ["Batch", "Verdict", "concat", "judge", "make_batch", "quality_gain",
            "train_candidate", "training_rows"]
