@@ -11,13 +11,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect import task
-from prefect.cache_policies import NONE
-
 from greenloop.data import BatchRejected, content_hash, read_table, validate_batch
 from greenloop.faults import checkpoint
 from greenloop.locks import model_lock
 from greenloop.workspace import OutsideWorkspace
+from tasks.quoted import quoted_task
 from tasks.runtime import Runtime
 from tasks.versioning import dvc_add, ensure_repo
 
@@ -85,7 +83,7 @@ def quarantine(rt: Runtime, path: str, digest: str | None, reason: str) -> Path:
     return target
 
 
-@task(name="ingest", cache_policy=NONE)
+@quoted_task("ingest")
 def ingest_batch(rt: Runtime, path: str, recovery: bool = False) -> Ingested:
     try:
         with rt.meter.phase("ingest") as reading:

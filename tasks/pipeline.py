@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from prefect import get_run_logger, task
-from prefect.cache_policies import NONE
+from prefect import get_run_logger
 from prefect.exceptions import MissingContextError
 
 from greenloop.carbon import apply_carbon_window
@@ -23,6 +22,7 @@ from greenloop.ledger import BatchRow
 from greenloop.model import TabularModel
 from greenloop.policy import Decision, Observation
 from greenloop.steps import Batch, Verdict, concat, judge, train_candidate, training_rows
+from tasks.quoted import quoted_task
 from tasks.runtime import Runtime
 
 
@@ -84,7 +84,7 @@ def reference_window(rt: Runtime, work: Work) -> list[Batch]:
     return seen[-rt.cfg.drift.reference_batches:]
 
 
-@task(name="observe", cache_policy=NONE)
+@quoted_task("observe")
 def observe(rt: Runtime, work: Work) -> Work:
     """Test-then-train: the champion predicts the batch before anything learns from it."""
     checkpoint("observe")
@@ -94,7 +94,7 @@ def observe(rt: Runtime, work: Work) -> Work:
     return work
 
 
-@task(name="drift", cache_policy=NONE)
+@quoted_task("drift")
 def check_drift(rt: Runtime, work: Work) -> Work:
     if work.champion is None:
         return work  # nothing to drift from before the bootstrap
@@ -171,7 +171,7 @@ def _update_index(rt: Runtime, work: Work) -> int:
     return sum(1 for b in done if b.role == "update" and b.seq < work.batch.seq)
 
 
-@task(name="act", cache_policy=NONE)
+@quoted_task("act")
 def act(rt: Runtime, work: Work) -> Work:
     """Train a candidate; the champion object is never modified."""
     assert work.decision is not None
@@ -185,7 +185,7 @@ def act(rt: Runtime, work: Work) -> Work:
     return work
 
 
-@task(name="evaluate", cache_policy=NONE)
+@quoted_task("evaluate")
 def evaluate_candidate(rt: Runtime, work: Work) -> Work:
     """Candidate vs champion on recent and reference holdouts; the drift report if due."""
     assert work.candidate is not None

@@ -6,13 +6,11 @@ from __future__ import annotations
 import math
 import shutil
 
-from prefect import task
-from prefect.cache_policies import NONE
-
 from greenloop.evaluate import metric_name
 from greenloop.faults import checkpoint
 from greenloop.steps import quality_gain
 from tasks.pipeline import Work
+from tasks.quoted import quoted_task
 from tasks.runtime import Runtime
 
 
@@ -49,7 +47,7 @@ def _tags(rt: Runtime, work: Work, row_md5: str | None) -> dict[str, str]:
             "energy_method": rt.meter.method()}
 
 
-@task(name="register", cache_policy=NONE)
+@quoted_task("register")
 def register(rt: Runtime, work: Work) -> dict[str, object]:
     with work.meter(rt, "overhead"):
         return _register(rt, work)
