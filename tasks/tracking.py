@@ -40,11 +40,14 @@ class Tracker:
                                                                artifact_location=location)
         else:
             self.experiment_id = exp.experiment_id
+        self._registered: set[str] = set()  # registered models known to exist
+        self._artifact_uris: dict[str, str] = {}  # run id -> artifact URI, from log_run
 
     def log_run(self, name: str, params: dict[str, Any], metrics: dict[str, float],
                 tags: dict[str, str], artifacts: list[Path] = ()) -> str:
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         run_id = run.info.run_id
+        self._artifact_uris[run_id] = run.info.artifact_uri
         from mlflow.entities import Metric, Param, RunTag
 
         ts = int(run.info.start_time)
@@ -61,15 +64,32 @@ class Tracker:
 
     def register(self, model_name: str, run_id: str, model_dir: Path, tags: dict[str, str]) -> int:
         self.client.log_artifacts(run_id, str(model_dir), "model")
+        self._ensure_registered(model_name)
+        # The artifact URI is known from log_run: no extra round trip per version.
+        artifact_uri = self._artifact_uris.pop(run_id, None) \
+            or self.client.get_run(run_id).info.artifact_uri
+        source = f"{artifact_uri}/model"
+        version_tags = {k: str(v) for k, v in tags.items()}
+        try:
+            mv = self.client.create_model_version(model_name, source=source, run_id=run_id,
+                                                  tags=version_tags)
+        except MlflowException:  # e.g. someone deleted the registered model meanwhile
+            self._registered.discard(model_name)
+            self._ensure_registered(model_name)
+            mv = self.client.create_model_version(model_name, source=source, run_id=run_id,
+                                                  tags=version_tags)
+        return int(mv.version)
+
+    def _ensure_registered(self, model_name: str) -> None:
+        """Create the registered model once; afterwards, not one failing call per version."""
+        if model_name in self._registered:
+            return
         try:
             self.client.create_registered_model(model_name, tags={"project": "greenloop"})
         except MlflowException as e:
             if "already exists" not in str(e).lower() and "RESOURCE_ALREADY_EXISTS" not in str(e):
                 raise
-        source = f"{self.client.get_run(run_id).info.artifact_uri}/model"
-        mv = self.client.create_model_version(model_name, source=source, run_id=run_id,
-                                              tags={k: str(v) for k, v in tags.items()})
-        return int(mv.version)
+        self._registered.add(model_name)
 
     def champion(self, model_name: str) -> int | None:
         try:

@@ -1,0 +1,37 @@
+"""The MLflow edge against a real local store: versions, their source, the alias."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks.tracking import Tracker
+
+
+def _version(tracker: Tracker, model: str, tmp: Path, n: int) -> int:
+    run_id = tracker.log_run(f"b{n}", {"n": n}, {"rows": 10.0}, {"policy": "gated"})
+    files = tmp / f"model-{n}"
+    files.mkdir()
+    (files / "state_dict.pt").write_bytes(b"weights")
+    return tracker.register(model, run_id, files, {"decision": "finetune"})
+
+
+def test_versions_point_at_their_run_artifacts(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri, "exp", tmp_path / "artifacts")
+    first, second = (_version(tracker, "m", tmp_path, n) for n in (1, 2))
+    assert (first, second) == (1, 2)
+    mv = tracker.client.get_model_version("m", "2")
+    run = tracker.client.get_run(mv.run_id)
+    assert mv.source == f"{run.info.artifact_uri}/model"
+    assert mv.tags["decision"] == "finetune"
+    tracker.set_champion("m", second)
+    assert tracker.champion("m") == 2
+
+
+def test_a_registered_model_deleted_meanwhile_is_created_again(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri, "exp", tmp_path / "artifacts")
+    _version(tracker, "m", tmp_path, 1)
+    tracker.client.delete_registered_model("m")  # e.g. from the MLflow UI
+    assert _version(tracker, "m", tmp_path, 2) == 1  # a new registered model, version 1
+    assert tracker.client.get_registered_model("m").name == "m"
