@@ -39,9 +39,13 @@ def out_dir(rt: Runtime) -> Path:
 def warm_up(rt: Runtime) -> None:
     """Pay one-time costs (heavy imports, MLflow schema, CodeCarbon's first start) before
     any policy is metered, so that the first policy compared is not billed for them."""
+    import torch
     from evidently.legacy.calculations.stattests.registry import get_stattest  # noqa: F401
 
     import greenloop.train  # noqa: F401  (torch)
+
+    # torch imports its compiler stack (~2 s) lazily, when the first optimizer is made.
+    torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
 
     rt.tracker  # noqa: B018 - opens MLflow (creates its tables on first use)
     ensure_repo(rt.ws.home)  # `dvc init` on a fresh home

@@ -140,5 +140,5 @@ def promote(rt: Runtime, version: int, expected: int | None, reason: str) -> boo
 def reconcile(rt: Runtime) -> None:
     """Make the MLflow alias agree with the ledger (the record of truth)."""
     version = rt.ledger.champion(rt.model_name)
-    if version is not None and rt.tracker.champion(rt.model_name) != version:
+    if version is not None and rt.tracker.known_champion(rt.model_name) != version:
         rt.tracker.set_champion(rt.model_name, version)

@@ -42,6 +42,7 @@ class Tracker:
             self.experiment_id = exp.experiment_id
         self._registered: set[str] = set()  # registered models known to exist
         self._artifact_uris: dict[str, str] = {}  # run id -> artifact URI, from log_run
+        self._aliases: dict[str, int] = {}  # the champion this process last read or set
 
     def log_run(self, name: str, params: dict[str, Any], metrics: dict[str, float],
                 tags: dict[str, str], artifacts: list[Path] = ()) -> str:
@@ -99,6 +100,18 @@ class Tracker:
 
     def set_champion(self, model_name: str, version: int) -> None:
         self.client.set_registered_model_alias(model_name, CHAMPION, str(version))
+        self._aliases[model_name] = version
+
+    def known_champion(self, model_name: str) -> int | None:
+        """The alias as this process last read or set it, else read from MLflow. Saves a
+        query per batch; a crash that leaves the alias behind the ledger starts a new
+        process, whose first look is a real read."""
+        if model_name not in self._aliases:
+            version = self.champion(model_name)
+            if version is None:
+                return None
+            self._aliases[model_name] = version
+        return self._aliases[model_name]
 
     def tag_version(self, model_name: str, version: int, key: str, value: str) -> None:
         self.client.set_model_version_tag(model_name, str(version), key, value)
