@@ -46,17 +46,17 @@ class Tracker:
 
     def log_run(self, name: str, params: dict[str, Any], metrics: dict[str, float],
                 tags: dict[str, str], artifacts: list[Path] = ()) -> str:
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        run = self.client.create_run(self.experiment_id, run_name=name,
+                                     tags={k: str(v)[:5000] for k, v in tags.items()})
         run_id = run.info.run_id
         self._artifact_uris[run_id] = run.info.artifact_uri
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, Param
 
         ts = int(run.info.start_time)
-        self.client.log_batch(
+        self.client.log_batch(  # the tags went in with create_run
             run_id,
             metrics=[Metric(k, float(v), ts, 0) for k, v in metrics.items() if _finite(v)],
             params=[Param(k, str(v)[:6000]) for k, v in params.items()],
-            tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()],
         )
         for path in artifacts:
             self.client.log_artifact(run_id, str(path))
