@@ -66,30 +66,13 @@ def training_rows(action: Action, new: Batch, history: list[Batch], cfg: Greenlo
         window = history if n is None else history[-n:]
         return concat([b.train for b in window] + [new.train])
     if action == "finetune":
-        pool = [b.train for b in history[-t.replay_batches:]] if t.replay_batches else []
+        pool = concat([b.train for b in history[-t.replay_batches:]]) if t.replay_batches else None
         n_replay = int(round(t.replay_ratio * len(new.train)))
-        replay = sample_rows(pool, n_replay, seed)
-        return new.train if replay.empty else concat([new.train, replay])
+        if pool is None or pool.empty or n_replay == 0:
+            return new.train
+        replay = pool.sample(n=min(n_replay, len(pool)), random_state=seed)
+        return concat([new.train, replay])
     raise ValueError(f"no training rows for action {action!r}")
-
-
-def sample_rows(frames: list[pd.DataFrame], n: int, seed: int) -> pd.DataFrame:
-    """`concat(frames).sample(n, random_state=seed)` (the same rows, in the same order)
-    without concatenating the whole pool: fine-tunes replay a few hundred rows from a
-    history that grows with the stream."""
-    sizes = np.array([len(f) for f in frames], dtype=np.int64)
-    total = int(sizes.sum())
-    n = min(n, total)
-    if n <= 0:
-        return pd.DataFrame()
-    positions = np.random.RandomState(seed).choice(total, size=n, replace=False)
-    offsets = np.concatenate([[0], np.cumsum(sizes)])
-    owner = np.searchsorted(offsets, positions, side="right") - 1
-    by_owner = np.argsort(owner, kind="stable")  # rows grouped by frame, in draw order
-    parts = [frames[i].iloc[positions[by_owner][owner[by_owner] == i] - offsets[i]]
-             for i in np.unique(owner)]
-    grouped = pd.concat(parts, ignore_index=True)
-    return grouped.iloc[np.argsort(by_owner, kind="stable")].reset_index(drop=True)
 
 
 def train_candidate(action: Action, champion: TabularModel | None, rows: pd.DataFrame,
