@@ -41,7 +41,7 @@ class Tracker:
         else:
             self.experiment_id = exp.experiment_id
         self._registered: set[str] = set()  # registered models known to exist
-        self._artifact_uris: dict[str, str] = {}  # run id -> artifact URI, from log_run
+        self._last_run: tuple[str, str] = ("", "")  # (run id, artifact URI) from log_run
         self._aliases: dict[str, int] = {}  # the champion this process last read or set
 
     def log_run(self, name: str, params: dict[str, Any], metrics: dict[str, float],
@@ -49,7 +49,7 @@ class Tracker:
         run = self.client.create_run(self.experiment_id, run_name=name,
                                      tags={k: str(v)[:5000] for k, v in tags.items()})
         run_id = run.info.run_id
-        self._artifact_uris[run_id] = run.info.artifact_uri
+        self._last_run = (run_id, run.info.artifact_uri)
         from mlflow.entities import Metric, Param
 
         ts = int(run.info.start_time)
@@ -67,8 +67,9 @@ class Tracker:
         self.client.log_artifacts(run_id, str(model_dir), "model")
         self._ensure_registered(model_name)
         # The artifact URI is known from log_run: no extra round trip per version.
-        artifact_uri = self._artifact_uris.pop(run_id, None) \
-            or self.client.get_run(run_id).info.artifact_uri
+        last_id, last_uri = self._last_run
+        artifact_uri = last_uri if last_id == run_id else \
+            self.client.get_run(run_id).info.artifact_uri
         source = f"{artifact_uri}/model"
         version_tags = {k: str(v) for k, v in tags.items()}
         try:
