@@ -1,0 +1,50 @@
+"""Task arguments are passed through untouched and are not walked by Prefect."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+from prefect import flow, task
+from prefect.cache_policies import NONE
+
+from tasks.quoted import quoted_task
+
+
+class CountingList(list):
+    """Counts how often something iterates over it (Prefect's walk does)."""
+
+    iterations = 0
+
+    def __iter__(self):  # noqa: ANN204 - list's own signature
+        CountingList.iterations += 1
+        return super().__iter__()
+
+
+@dataclass
+class Record:
+    history: CountingList = field(default_factory=lambda: CountingList(range(5)))
+
+
+def _size(record: Record, extra: int = 0) -> int:
+    return len(record.history) + extra
+
+
+quoted_size = quoted_task("size")(_size)
+plain_size = task(name="size", cache_policy=NONE)(_size)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize(("call", "walked"), [(quoted_size, False), (plain_size, True)])
+def test_prefect_walks_plain_task_arguments_but_not_quoted_ones(call, walked: bool) -> None:  # noqa: ANN001
+    @flow
+    def run() -> int:
+        return call(Record(), extra=2)
+
+    CountingList.iterations = 0
+    assert run() == 7  # the value arrives unwrapped, keyword arguments too
+    assert (CountingList.iterations > 0) is walked
+
+
+def test_the_plain_function_stays_reachable() -> None:
+    assert quoted_size.fn(Record()) == 5
