@@ -29,7 +29,7 @@ def replay(config: str, policy: str | None = None, max_batches: int | None = Non
             for path in progress(files, f"{rt.cfg.name} · {rt.policy_name}"):
                 step(config, path=str(path), policy=policy, home=home)
     finally:  # a failed attempt keeps its whole-run energy: a resumed run adds to it
-        if getattr(run, "reading", None) is not None:
+        if run.reading is not None:
             rt.ledger.add_energy(rt.model_name, None, "run", run.reading.as_dict())
     summary = summarize(rt)
     write_json(rt.ws.reports / f"{rt.cfg.name}-{rt.policy_name}" / summary_name, summary)

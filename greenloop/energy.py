@@ -96,6 +96,7 @@ class RunMeter:
     def __init__(self, cfg: EnergyConfig) -> None:
         self._tracker = _tracker(cfg)
         self._cpu0 = self._wall0 = 0.0
+        self.reading: Reading | None = None  # set once the tracker has started
 
     def __enter__(self) -> RunMeter:
         self._tracker.start()

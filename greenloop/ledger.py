@@ -266,6 +266,12 @@ class Ledger:
         return int(self._conn.execute("SELECT COUNT(*) FROM duplicates WHERE model=?",
                                       (model,)).fetchone()[0])
 
+    def status_counts(self, model: str) -> dict[str, int]:
+        """How many of the model's batches are in each status (received, accepted, ...)."""
+        rows = self._conn.execute("SELECT status, COUNT(*) FROM batches WHERE model=? "
+                                  "GROUP BY status", (model,))
+        return {r[0]: int(r[1]) for r in rows}
+
     def quarantine_count(self, dataset: str) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM quarantine WHERE dataset=?",
                                       (dataset,)).fetchone()[0])

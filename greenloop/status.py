@@ -48,8 +48,7 @@ def render_status(config: str, policy: str | None, home: str | None, history: bo
     bill = ledger.energy_by_phase(name)
     total = sum(v["energy_kwh"] or 0 for k, v in bill.items() if k != "run")
     out.print(f"energy bill (all phases, all attempts): {total * 1000:.4f} Wh")
-    counts = dict(ledger._conn.execute("SELECT status, COUNT(*) FROM batches WHERE model=? "
-                                       "GROUP BY status", (name,)).fetchall())
+    counts = ledger.status_counts(name)
     out.print("arrivals: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
               + f"; {ledger.duplicates(name)} duplicate(s) dropped; "
               f"{ledger.quarantine_count(cfg.name)} file(s) quarantined")

@@ -144,6 +144,10 @@ def _f(v: float | None, fmt: str) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
 
 
+def _window(n: int | None) -> str:
+    return f"the last {n} batches" if n else "all history"
+
+
 def markdown(r: dict[str, Any]) -> str:
     m, seeds = r["metric"], r["seeds"]
     spread = r.get("spread", {})
@@ -176,8 +180,6 @@ def markdown(r: dict[str, Any]) -> str:
             f"| {ratio(p, 'energy_total')} | {ratio(p, 'energy_train')} "
             f"| {ratio(p, 'cpu_seconds')} |")
     cfg, mach = r["config"], r["machine"]
-    n = cfg["retrain_window_batches"]
-    window = f"last {n} batches" if n else "all history"
     lines += ["", "## How it was measured", "",
               f"- Energy: {r['energy_method']}",
               "- Whole-pipeline energy = one CodeCarbon tracker around the whole replay of a "
@@ -187,9 +189,9 @@ def markdown(r: dict[str, Any]) -> str:
               "- \"outside training\" = 1 − train energy / whole-pipeline energy.",
               f"- Same stream, same pipeline, same recipes: full retrain {cfg['retrain']}, "
               f"fine-tune {cfg['finetune']}; retrain window "
-              f"{window}; periodic retrains every "
+              f"{_window(cfg['retrain_window_batches'])}; periodic retrains every "
               f"{cfg['periodic_every']} batch(es) on "
-              f"{cfg.get('periodic_window_batches') or 'all history'}. Default policy: "
+              f"{_window(cfg.get('periodic_window_batches'))}. Default policy: "
               f"`{cfg['default_policy']}`. HTML drift reports "
               f"{'rendered on retrains' if cfg['drift_html_reports'] else 'off (they would bill '}"
               f"{'' if cfg['drift_html_reports'] else 'periodic, which retrains every batch)'}; "

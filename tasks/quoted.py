@@ -37,7 +37,6 @@ def quoted_task(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
                                 **{k: opaque(v) for k, v in kwargs.items()})
 
         call.fn = fn  # type: ignore[attr-defined]
-        call.task = prefect_task  # type: ignore[attr-defined]
         return call
 
     return decorate

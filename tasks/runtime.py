@@ -125,8 +125,6 @@ def get_runtime(config: str, policy: str | None = None, home: str | None = None)
     ws = Workspace.from_env(home)
     key = (str(Path(config).resolve()), policy, str(ws.home))
     with _GUARD:
-        if not _RUNTIMES:
-            limit_torch_threads()
         if key not in _RUNTIMES:
             cfg = load_config(config)
             if policy:
