@@ -31,14 +31,14 @@ run: install
 	$(VENV)/bin/greenloop run --config $(CONFIG)
 
 test: install
-	$(VENV)/bin/ruff check greenloop tasks flows tests
+	$(VENV)/bin/ruff check greenloop greenloop_cli tasks flows tests benchmarks
 	$(VENV)/bin/pytest -q
 
 test-slow: install
 	$(VENV)/bin/pytest -q -m slow
 
 lint: install
-	$(VENV)/bin/ruff check greenloop tasks flows tests
+	$(VENV)/bin/ruff check greenloop greenloop_cli tasks flows tests benchmarks
 
 clean-state:
 	rm -rf state mlflow.db mlartifacts reports/* data/stream data/accepted data/quarantine

@@ -61,7 +61,7 @@ class Project:
 
     def cli(self, *args: str) -> tuple[int, str]:
         """`greenloop <args> --config ... --home ...` in this process; (exit code, output)."""
-        from greenloop.cli import app
+        from greenloop_cli.main import app
 
         # DVC binds a log handler to the sys.stdout of the moment; CliRunner closes the
         # stream it lent after each call, so the next `dvc init` would fail to log.
@@ -80,7 +80,7 @@ class Project:
         if faults:
             full_env["GREENLOOP_FAULTS"] = faults
         full_env.setdefault("PREFECT_API_URL", prefect_api_url())
-        cmd = [sys.executable, "-m", "greenloop.cli", *args, "--config", str(self.config),
+        cmd = [sys.executable, "-m", "greenloop_cli", *args, "--config", str(self.config),
                "--home", str(self.home)]
         return subprocess.Popen(cmd, cwd=self.home, env=full_env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)

@@ -44,7 +44,7 @@ def run_once(home: Path, config: str, faults: str | None, max_batches: int | Non
     env.pop("MLFLOW_TRACKING_URI", None)
     if faults:
         env["GREENLOOP_FAULTS"] = faults
-    cmd = [sys.executable, "-m", "greenloop.cli", "run", "--config", config, "--home", str(home)]
+    cmd = [sys.executable, "-m", "greenloop_cli", "run", "--config", config, "--home", str(home)]
     if max_batches:
         cmd += ["--max-batches", str(max_batches)]
     t0 = time.perf_counter()

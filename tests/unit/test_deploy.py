@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from greenloop.servers import LOCALHOST, mlflow_ui_command
+from greenloop_cli.servers import LOCALHOST, mlflow_ui_command
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,5 +1,5 @@
 """`greenloop compare`: every policy over the same stream, side by side (registered on the
-Typer app of greenloop/cli.py). Prefect, MLflow and torch are imported inside the command."""
+Typer app of greenloop_cli/main.py). Prefect, MLflow and torch are imported inside the command."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from greenloop.cli import ConfigOpt, HomeOpt, _check_config, _env, _fail, app, in_prefect
+from greenloop_cli.main import ConfigOpt, HomeOpt, _check_config, _env, _fail, app, in_prefect
 
 
 @app.command()

@@ -1,5 +1,5 @@
 """`greenloop serve | watch | ui | fleet`: run greenloop as a service (registered on the
-Typer app of greenloop/cli.py). Prefect and MLflow are imported inside the commands."""
+Typer app of greenloop_cli/main.py). Prefect and MLflow are imported inside the commands."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Annotated
 
 import typer
 
-from greenloop.cli import HomeOpt, PolicyOpt, _check_config, _env, _fail, app, in_prefect
 from greenloop.config import load_config
 from greenloop.workspace import Workspace
+from greenloop_cli.main import HomeOpt, PolicyOpt, _check_config, _env, _fail, app, in_prefect
 
 ConfigsOpt = Annotated[list[Path], typer.Option("--config", "-c", help="dataset config(s) (YAML)")]
 PortOpt = Annotated[int, typer.Option(help="Prefect server port when one is started here")]
@@ -51,7 +51,7 @@ def serve(config: ConfigsOpt, policy: PolicyOpt = None, home: HomeOpt = None,
     _service_env()
     datasets = _datasets(config)
     ws = Workspace.from_env(home)
-    from greenloop.servers import ServerError, prefect_server, start_mlflow_ui, wait_healthy
+    from greenloop_cli.servers import ServerError, prefect_server, start_mlflow_ui, wait_healthy
 
     mlflow_ui = None
     # Until Prefect's runner takes SIGTERM over, make it unwind (and stop the servers).
@@ -140,7 +140,7 @@ def ui(config: Annotated[Path | None, typer.Option("--config", "-c")] = None,
     if uri.startswith(("http://", "https://")):
         typer.echo(f"MLflow UI: {uri} (an existing tracking server)\nPrefect UI: {prefect_ui}")
         return
-    from greenloop.servers import ServerError, start_mlflow_ui, wait_healthy
+    from greenloop_cli.servers import ServerError, start_mlflow_ui, wait_healthy
 
     server = start_mlflow_ui(uri, ws.artifacts, ws.state / "logs", port)
     # The server is in its own process group: stop it on SIGTERM too, not only on Ctrl-C.

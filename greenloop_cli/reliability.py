@@ -1,6 +1,6 @@
 """`greenloop rollback`: move the champion back, and say why (issue 5).
 
-Registered on the main Typer app by `greenloop/cli.py` importing this module.
+Registered on the main Typer app by `greenloop_cli/main.py` importing this module.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from greenloop.cli import ConfigOpt, HomeOpt, PolicyOpt, _check_config, _env, _fail, app
+from greenloop_cli.main import ConfigOpt, HomeOpt, PolicyOpt, _check_config, _env, _fail, app
 
 
 @app.command()

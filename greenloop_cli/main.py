@@ -155,8 +155,8 @@ def status(config: ConfigOpt, policy: PolicyOpt = None, home: HomeOpt = None,
 
 
 # More commands register themselves on `app` when their module is imported:
-# compare (cli_compare), rollback (cli_reliability), serve/watch/ui/fleet (cli_serve).
-from greenloop import cli_compare, cli_reliability, cli_serve  # noqa: E402,F401
+# compare, rollback, serve/watch/ui/fleet (greenloop_cli/compare.py, reliability.py, serve.py).
+from greenloop_cli import compare, reliability, serve  # noqa: E402,F401
 
 
 def main() -> None:  # pragma: no cover - console entry
