@@ -1,13 +1,14 @@
-"""One arrived batch: ingest -> observe -> drift -> decide -> act -> evaluate -> register."""
+"""One arrived batch: ingest -> step (observe, drift, decide, train, judge) -> register."""
 
 from __future__ import annotations
 
 from prefect import flow
 
+from greenloop.ledger import BatchRow
 from greenloop.locks import model_lock
 from tasks.events import emit_accepted
 from tasks.ingest import ingest_batch, recover_received
-from tasks.pipeline import act, check_drift, decide, evaluate_candidate, load_work, observe
+from tasks.pipeline import load_work, run_step
 from tasks.registry import reconcile, register
 from tasks.runtime import Runtime, get_runtime
 
@@ -30,6 +31,10 @@ def update(config: str, path: str | None = None, policy: str | None = None,
     rt = get_runtime(config, policy, home)
     if path is not None:
         ingest_batch(rt, path)
+    return process_pending(rt)
+
+
+def process_pending(rt: Runtime) -> list[dict]:
     recover_received(rt)  # ingests that crashed, if their file is still there
     with model_lock(rt.ws.state, rt.model_name, "update"):
         reconcile(rt)  # a crash between the ledger and the MLflow alias: repair the alias
@@ -37,7 +42,7 @@ def update(config: str, path: str | None = None, policy: str | None = None,
     return [r for r in results if not r.get("already")]
 
 
-def process(rt: Runtime, row, force: str | None = None) -> dict:  # noqa: ANN001 - a BatchRow
+def process(rt: Runtime, row: BatchRow, force: str | None = None) -> dict:
     """One batch under the model's update lock: two updates never interleave, and a batch
     another update processed meanwhile is not processed again (unless forced)."""
     with model_lock(rt.ws.state, rt.model_name, "update"):
@@ -47,18 +52,7 @@ def process(rt: Runtime, row, force: str | None = None) -> dict:  # noqa: ANN001
             return {"seq": current.seq, "decision": current.decision, "version": current.version,
                     "promoted": False, "run_id": None, "already": True}
         try:
-            return _process(rt, current or row, force)
+            return register(rt, run_step(rt, load_work(rt, current or row, force)))
         except Exception as e:  # the batch stays pending ('accepted'): retried next update
             rt.ledger.update_batch(rt.model_name, row.hash, error=f"{type(e).__name__}: {e}"[:500])
             raise
-
-
-def _process(rt: Runtime, row, force: str | None) -> dict:  # noqa: ANN001 - a BatchRow
-    work = load_work(rt, row)
-    work = observe(rt, work)
-    work = check_drift(rt, work)
-    work = decide(rt, work, force)
-    if work.decision.action != "skip":
-        work = act(rt, work)
-        work = evaluate_candidate(rt, work)
-    return register(rt, work)

@@ -160,6 +160,12 @@ class Ledger:
             args += statuses
         return [_batch(r) for r in self._conn.execute(q + " ORDER BY seq", args)]
 
+    def update_index(self, model: str, seq: int) -> int:
+        """How many post-bootstrap batches were processed before `seq` (periodic's cadence)."""
+        return int(self._conn.execute(
+            "SELECT COUNT(*) FROM batches WHERE model=? AND status='processed' AND role='update'"
+            " AND seq<?", (model, seq)).fetchone()[0])
+
     def history(self, model: str, before_seq: int) -> list[BatchRow]:
         """Accepted batches that arrived before `before_seq`, oldest first."""
         rows = self._conn.execute(

@@ -6,12 +6,15 @@ from __future__ import annotations
 import math
 import shutil
 
+from greenloop.energy import Reading
 from greenloop.evaluate import metric_name
 from greenloop.faults import checkpoint
 from greenloop.steps import quality_gain
+from tasks.mlmodel import write_mlmodel
 from tasks.pipeline import Work
 from tasks.quoted import quoted_task
 from tasks.runtime import Runtime
+from tasks.tracking import DatasetRef
 
 
 def _metrics(rt: Runtime, work: Work) -> dict[str, float]:
@@ -49,8 +52,15 @@ def _tags(rt: Runtime, work: Work, row_md5: str | None) -> dict[str, str]:
 
 @quoted_task("register")
 def register(rt: Runtime, work: Work) -> dict[str, object]:
-    with work.meter(rt, "overhead"):
-        return _register(rt, work)
+    reading = Reading()
+    try:
+        with rt.meter.phase("overhead") as reading:
+            return _register(rt, work)
+    finally:  # recorded on failure too: a failed attempt keeps its energy
+        work.energy["overhead"] = work.energy.get("overhead", Reading()) + reading
+        action = work.decision.action if work.decision else None
+        rt.ledger.add_energy(rt.model_name, work.batch.digest, "overhead", reading.as_dict(),
+                             action)
 
 
 def _register(rt: Runtime, work: Work) -> dict[str, object]:
@@ -63,7 +73,10 @@ def _register(rt: Runtime, work: Work) -> dict[str, object]:
     artifacts = [work.report] if work.report else []
     checkpoint("register")
     run_id = rt.tracker.log_run(f"{rt.model_name}-b{work.batch.seq:05d}", params,
-                                _metrics(rt, work), tags, artifacts)
+                                _metrics(rt, work), tags, artifacts,
+                                datasets=_dataset(rt, work, row.accepted_path if row else None,
+                                                  md5),
+                                parent_run_id=rt.parent_run_id)
     version = None
     version_row: dict[str, object] | None = None
     promote_to: tuple[int, int | None, str] | None = None
@@ -92,6 +105,18 @@ def _register(rt: Runtime, work: Work) -> dict[str, object]:
             "promoted": promoted, "run_id": run_id}
 
 
+def _dataset(rt: Runtime, work: Work, accepted_path: str | None,
+             md5: str | None) -> list[DatasetRef]:
+    """The batch as the run's dataset input (the UI's Dataset column): digest = its DVC
+    md5, source = the accepted file. None when the batch was never versioned."""
+    if not accepted_path or not md5:
+        return []
+    context = "training" if work.candidate is not None else "batch"
+    return [DatasetRef(name=f"{rt.cfg.name}-b{work.batch.seq:05d}", digest=md5,
+                       source=str(rt.ws.home / accepted_path), context=context,
+                       rows=len(work.batch.frame))]
+
+
 def _register_candidate(rt: Runtime, work: Work, run_id: str,
                         md5: str) -> tuple[int, dict[str, object]]:
     """An MLflow model version with its files; returns it and its ledger row (written
@@ -102,6 +127,7 @@ def _register_candidate(rt: Runtime, work: Work, run_id: str,
     staging = folder / f".staging-{work.batch.digest[:16]}"
     shutil.rmtree(staging, ignore_errors=True)
     work.candidate.save(staging)
+    write_mlmodel(staging, work.candidate, work.batch.frame)  # a pyfunc model, not bare files
     energy_kwh = sum(r.energy_kwh for r in work.energy.values())
     parent = work.champion_version if work.decision.action == "finetune" else None
     lineage = energy_kwh + (rt.ledger.lineage_energy(rt.model_name, parent) if parent else 0.0)

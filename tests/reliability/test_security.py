@@ -20,7 +20,7 @@ from tests.reliability.conftest import ROOT
 
 
 def test_servers_bind_localhost_only() -> None:
-    from greenloop import servers
+    from greenloop_cli import servers
 
     assert servers.LOCALHOST == "127.0.0.1"
     offenders = []
