@@ -2,7 +2,9 @@
 
 A batch is accepted only if it matches the dataset's schema exactly; anything else
 raises `BatchRejected` with a one-line reason that names the problem, so the caller
-can quarantine the file and leave the model in service untouched.
+can quarantine the file and leave the model in service untouched. Missing values are
+not a schema violation: unlabelled rows, missing categories and a numeric column empty in
+one batch are accepted (see `validate_batch`).
 """
 
 from __future__ import annotations
@@ -112,7 +114,13 @@ def content_hash(path: Path) -> str:
 
 
 def validate_batch(frame: pd.DataFrame, schema: Schema, cfg: DataConfig) -> pd.DataFrame:
-    """Return the batch with the schema's columns and dtypes, or raise BatchRejected."""
+    """Return the batch with the schema's columns and dtypes, or raise BatchRejected.
+
+    Real batches are incomplete: a missing target keeps its row (drift and prediction use
+    it, scoring and training leave it out: see `label_mask`), a missing categorical value
+    is a level of its own, and a numeric column empty in this batch stays NaN for the
+    model to impute (see `empty_numeric_columns`). Only what no model can use is refused.
+    """
     if len(frame.columns) == 0 or len(frame) == 0:
         raise BatchRejected("batch has no rows" if len(frame.columns) else "batch has no columns")
     if len(frame) > cfg.max_batch_rows:
@@ -124,47 +132,102 @@ def validate_batch(frame: pd.DataFrame, schema: Schema, cfg: DataConfig) -> pd.D
     unknown = [c for c in frame.columns if c not in schema.required + schema.passthrough]
     if unknown and cfg.unknown_columns == "reject":
         raise BatchRejected(f"unknown column(s): {', '.join(map(str, unknown))}")
-    out = frame[list(schema.required)].copy()
-    for col in schema.numeric:
-        out[col] = _as_numeric(out[col], col)
-    for col in schema.categorical:
-        out[col] = out[col].astype("string").astype(object).where(out[col].notna(), None)
-    all_nan = [c for c in schema.features if out[c].isna().all()]
-    if all_nan:
-        raise BatchRejected(f"column(s) entirely empty (all NaN): {', '.join(all_nan)}")
-    _check_target(out[schema.target], schema.target, cfg)
-    if cfg.task == "classification":
-        out[schema.target] = out[schema.target].astype(str)
-    else:
-        out[schema.target] = out[schema.target].astype(float)
-    return out.reset_index(drop=True)
+    parts = [_numeric_block(frame, list(schema.numeric))]
+    if schema.categorical:
+        cat = frame[list(schema.categorical)]
+        parts.append(cat.astype("string").astype(object).where(cat.notna(), None))
+    parts.append(_target_column(frame[schema.target], schema.target, cfg))
+    out = pd.concat([p.reset_index(drop=True) for p in parts], axis=1)
+    return out[list(schema.required)]
 
 
-def _as_numeric(s: pd.Series, col: str) -> pd.Series:
+def label_mask(frame: pd.DataFrame, target: str) -> np.ndarray:
+    """True where the row carries a label (only those rows are scored or trained on)."""
+    return frame[target].notna().to_numpy(dtype=bool)
+
+
+def empty_numeric_columns(frame: pd.DataFrame, schema: Schema) -> list[str]:
+    """Numeric features with no value at all in this batch (imputed by the model)."""
+    if not schema.numeric:
+        return []
+    empty = frame[list(schema.numeric)].isna().to_numpy().all(axis=0)
+    return [c for c, e in zip(schema.numeric, empty, strict=True) if e]
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # beyond it a value is inf in the model
+
+
+def _numeric_block(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The numeric features as one float64 block, checked at once: cost per batch, not
+    per column. Only columns not already of a numeric dtype (text read from a CSV) are
+    converted one by one, because only they can hold text."""
+    if not columns:
+        return pd.DataFrame(index=frame.index)
+    block = frame[columns]
+    textual = block.select_dtypes(exclude=["number", "bool"]).columns
+    if len(textual):
+        block = block.copy()
+        for col in textual:
+            block[col] = _parse_numbers(block[col], col)
+    values = block.to_numpy(dtype=np.float64, na_value=np.nan)
+    _check_finite_float32(values, columns, "numeric column")
+    return pd.DataFrame(values, columns=columns, index=frame.index)
+
+
+def _parse_numbers(s: pd.Series, col: str) -> pd.Series:
     converted = pd.to_numeric(s, errors="coerce")
     bad = s.notna() & converted.isna()
     if bad.any():
         example = s[bad].iloc[0]
         raise BatchRejected(f"text in numeric column {col!r} (e.g. {str(example)[:30]!r})")
-    converted = converted.astype(float)
-    if np.isinf(converted).any():
-        raise BatchRejected(f"infinite value in numeric column {col!r}")
-    return converted
+    return converted.astype(float)
 
 
-def _check_target(y: pd.Series, name: str, cfg: DataConfig) -> None:
-    if y.isna().any():
-        raise BatchRejected(f"target {name!r} has {int(y.isna().sum())} missing value(s)")
-    as_number = pd.to_numeric(y, errors="coerce").astype(float)
-    if np.isinf(as_number).any():  # also for class labels: 'inf' is no class
-        raise BatchRejected(f"target {name!r} has {int(np.isinf(as_number).sum())} "
-                            "infinite value(s)")
+def _check_finite_float32(values: np.ndarray, columns: list[str], what: str) -> None:
+    """Infinities, and finite values a float32 model would turn into infinities."""
+    with np.errstate(invalid="ignore"):
+        magnitude = np.abs(values)
+    infinite = np.isinf(magnitude).any(axis=0)
+    if infinite.any():
+        names = [c for c, bad in zip(columns, infinite, strict=True) if bad]
+        raise BatchRejected(f"infinite value in {what} {', '.join(map(repr, names))}")
+    with np.errstate(invalid="ignore"):
+        too_large = (magnitude > FLOAT32_MAX).any(axis=0)
+    if too_large.any():
+        names = [c for c, bad in zip(columns, too_large, strict=True) if bad]
+        raise BatchRejected(f"value beyond float32 range (|x| > {FLOAT32_MAX:.4g}) in {what} "
+                            f"{', '.join(map(repr, names))}")
+
+
+def _target_column(y: pd.Series, name: str, cfg: DataConfig) -> pd.Series:
+    """The target typed for the task, missing labels kept as missing (None or NaN)."""
+    labelled = y.notna()
+    as_number = pd.to_numeric(y[labelled], errors="coerce").astype(float)
+    n_inf = int(np.isinf(as_number).sum())
+    if n_inf:  # also for class labels: 'inf' is no class
+        raise BatchRejected(f"target {name!r} has {n_inf} infinite value(s)")
     if cfg.task == "regression":
-        numeric = pd.to_numeric(y, errors="coerce")
-        if numeric.isna().any():
-            raise BatchRejected(f"text in regression target {name!r}")
-        if np.isinf(numeric.astype(float)).any():
-            raise BatchRejected(f"target {name!r} has infinite value(s)")
+        if as_number.isna().any():
+            example = y[labelled][as_number.isna()].iloc[0]
+            raise BatchRejected(f"text in regression target {name!r} (e.g. {str(example)[:30]!r})")
+        values = pd.to_numeric(y, errors="coerce").astype(float).to_numpy()
+        _check_finite_float32(values[:, None], [name], "regression target")
+        return pd.Series(values, name=name, index=y.index)
+    return _class_labels(y, labelled)
+
+
+def _class_labels(y: pd.Series, labelled: pd.Series) -> pd.Series:
+    """Class labels as text. A column of integer classes is read as float as soon as one
+    label is missing (1 -> 1.0): integral floats are written as integers, so a class is
+    the same text whether or not its batch has a missing label."""
+    labels = y[labelled]
+    if pd.api.types.is_float_dtype(labels.dtype):
+        values = labels.to_numpy(dtype=float)
+        if np.all(values == np.round(values)) and np.all(np.abs(values) < 2**53):
+            labels = pd.Series(values.astype(np.int64), index=labels.index)
+    text = pd.Series(None, index=y.index, dtype=object, name=y.name)
+    text[labelled] = labels.astype(str).to_numpy(dtype=object)
+    return text
 
 
 def split_stream(source: pd.DataFrame, cfg: DataConfig) -> Iterator[pd.DataFrame]:

@@ -10,9 +10,11 @@ Evidently is imported lazily (about 4 s): commands that never check drift stay f
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from greenloop.config import DriftConfig
@@ -31,31 +33,166 @@ class DriftResult:
         return len(self.drifted)
 
 
+VECTORISED_METHODS = ("wasserstein", "ks")
+
+
 def detect(reference: pd.DataFrame, current: pd.DataFrame, schema: Schema,
            cfg: DriftConfig) -> DriftResult:
-    """Per-feature drift of `current` against `reference`; share = drifted / tested."""
+    """Per-feature drift of `current` against `reference`; share = drifted / tested.
+
+    A column with no value on either side is not tested. Numeric columns under the
+    Wasserstein (normed) or KS test are computed all at once (`numeric_drift`, the same
+    values as Evidently's per-column call); other tests and categorical columns call
+    Evidently's registered test column by column.
+    """
+    numeric = list(schema.numeric)
+    per_column = list(schema.categorical)
+    scores: dict[str, float] = {}
+    flags: dict[str, bool] = {}
+    if cfg.method in VECTORISED_METHODS and numeric:
+        score, drifted, tested = numeric_drift(
+            _float_block(reference, numeric), _float_block(current, numeric), cfg.method,
+            cfg.threshold)
+        for col, s, d, t in zip(numeric, score, drifted, tested, strict=True):
+            if t:
+                scores[col], flags[col] = float(s), bool(d)
+    else:
+        per_column = numeric + per_column
+    for col in per_column:
+        method = cfg.method if col in schema.numeric else cfg.categorical_method
+        outcome = evidently_column_drift(reference[col], current[col], col in schema.numeric,
+                                         method, cfg.threshold)
+        if outcome is not None:
+            scores[col], flags[col] = outcome
+    drifted_cols = [c for c in schema.features if flags.get(c)]
+    share = len(drifted_cols) / len(scores) if scores else 0.0
+    label = f"{cfg.method}/{cfg.categorical_method}@{cfg.threshold}"
+    return DriftResult(share=share, drifted=drifted_cols, scores=scores, method=label)
+
+
+def evidently_column_drift(reference: pd.Series, current: pd.Series, is_numeric: bool,
+                           method: str, threshold: float) -> tuple[float, bool] | None:
+    """Evidently's own registered test on one column (missing values dropped, as its
+    reports do); None when either side has no value."""
     from evidently.legacy.calculations.stattests.registry import get_stattest
     from evidently.legacy.core import ColumnType
 
-    scores: dict[str, float] = {}
-    drifted: list[str] = []
-    tested = 0
-    for col in schema.features:
-        is_num = col in schema.numeric
-        ref, cur = reference[col].dropna(), current[col].dropna()
-        if ref.empty or cur.empty:
-            continue  # nothing to compare; validation already refused all-NaN batches
-        ctype = ColumnType.Numerical if is_num else ColumnType.Categorical
-        method = cfg.method if is_num else cfg.categorical_method
-        test = get_stattest(ref, cur, ctype, method)
-        result = test(ref, cur, ctype, cfg.threshold)
-        scores[col] = float(result.drift_score)
-        tested += 1
-        if bool(result.drifted):
-            drifted.append(col)
-    share = len(drifted) / tested if tested else 0.0
-    label = f"{cfg.method}/{cfg.categorical_method}@{cfg.threshold}"
-    return DriftResult(share=share, drifted=drifted, scores=scores, method=label)
+    ref, cur = reference.dropna(), current.dropna()
+    if ref.empty or cur.empty:
+        return None
+    ctype = ColumnType.Numerical if is_numeric else ColumnType.Categorical
+    test = get_stattest(ref, cur, ctype, method)
+    result = test(ref, cur, ctype, threshold)
+    return float(result.drift_score), bool(result.drifted)
+
+
+def _float_block(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """Columns as rows (one contiguous row per feature), float64, NaN where missing."""
+    values = frame[columns].to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.ascontiguousarray(values.T)
+
+
+def numeric_drift(reference: np.ndarray, current: np.ndarray, method: str,
+                  threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Evidently's numeric test on every feature at once.
+
+    `reference` (features x reference rows) and `current` (features x current rows),
+    NaN = missing (dropped per feature, as Evidently does). Returns the drift score,
+    the drifted flag and whether the feature was tested (a value on both sides).
+    Semantics are Evidently 0.7.23's: `wasserstein` is scipy's first Wasserstein
+    distance divided by max(population std of the reference, 0.001), drifted when
+    >= threshold; `ks` is scipy's two-sided `ks_2samp` p-value (method 'auto'),
+    drifted when <= threshold.
+    """
+    n_ref = (~np.isnan(reference)).sum(axis=1)
+    n_cur = (~np.isnan(current)).sum(axis=1)
+    tested = (n_ref > 0) & (n_cur > 0)
+    ranks = _pooled_ecdf_counts(reference, current)
+    if method == "wasserstein":
+        score = _wasserstein_norm(reference, ranks, n_ref, n_cur, tested)
+        drifted = score >= threshold
+    elif method == "ks":
+        score = _ks_pvalues(ranks, n_ref, n_cur, tested)
+        drifted = score <= threshold
+    else:
+        raise ValueError(f"no vectorised drift test {method!r}; use one of {VECTORISED_METHODS}")
+    return score, drifted & tested, tested
+
+
+@dataclass(frozen=True)
+class _PooledCounts:
+    """Reference and current values of each feature sorted together (NaN last), with
+    how many of each side lie at or before every position."""
+
+    values: np.ndarray
+    ref_count: np.ndarray
+    cur_count: np.ndarray
+    valid: np.ndarray
+
+
+def _pooled_ecdf_counts(reference: np.ndarray, current: np.ndarray) -> _PooledCounts:
+    pooled = np.concatenate([reference, current], axis=1)
+    from_ref = np.zeros(pooled.shape[1], dtype=bool)
+    from_ref[: reference.shape[1]] = True
+    # Not a stable sort (5x faster): the order inside a run of equal values changes
+    # neither test, as both read the counts only where the value changes.
+    order = np.argsort(pooled, axis=1)  # NaN sorts last
+    values = np.take_along_axis(pooled, order, axis=1)
+    valid = ~np.isnan(values)
+    ref_count = np.cumsum(from_ref[order], axis=1)
+    # NaN come last, so every valid position has only valid values at or before it.
+    cur_count = np.arange(1, pooled.shape[1] + 1) - ref_count
+    return _PooledCounts(values, ref_count, cur_count, valid)
+
+
+def _wasserstein_norm(reference: np.ndarray, c: _PooledCounts, n_ref: np.ndarray,
+                      n_cur: np.ndarray, tested: np.ndarray) -> np.ndarray:
+    """The integral of |F_ref - F_cur| between successive pooled values (scipy's
+    `_cdf_distance` with p=1; inside a run of ties the step is 0, so counts taken
+    mid-run do not matter), normed as Evidently does."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        steps = np.nan_to_num(np.diff(c.values, axis=1), nan=0.0)
+        gap = np.abs(c.ref_count[:, :-1] / n_ref[:, None] - c.cur_count[:, :-1] / n_cur[:, None])
+        distance = np.sum(np.where(steps > 0, gap * steps, 0.0), axis=1)
+        ref_std = np.nanstd(np.where(tested[:, None], reference, 0.0), axis=1)
+    norm = np.maximum(ref_std, 0.001)  # Evidently: max(np.std(reference), 0.001)
+    return np.where(tested, distance / norm, np.nan)
+
+
+def _ks_pvalues(c: _PooledCounts, n_ref: np.ndarray, n_cur: np.ndarray,
+                tested: np.ndarray) -> np.ndarray:
+    """The KS statistic in exact integer form, h = max |c_ref * n_cur - c_cur * n_ref|
+    over the ends of runs of equal values, then scipy's p-value for (n_ref, n_cur, h)."""
+    run_end = c.valid.copy()
+    run_end[:, :-1] &= c.values[:, :-1] != c.values[:, 1:]
+    gap = np.abs(c.ref_count * n_cur[:, None] - c.cur_count * n_ref[:, None])
+    h_scaled = np.max(np.where(run_end, gap, 0), axis=1)
+    out = np.full(len(n_ref), np.nan)
+    cache: dict[tuple[int, int, int], float] = {}
+    for i in np.flatnonzero(tested):  # one scalar per distinct (n1, n2, h): cached
+        key = (int(n_ref[i]), int(n_cur[i]), int(h_scaled[i]))
+        if key not in cache:
+            cache[key] = _ks_2samp_pvalue(*key)
+        out[i] = cache[key]
+    return out
+
+
+def _ks_2samp_pvalue(n1: int, n2: int, h_scaled: int) -> float:
+    """scipy.stats.ks_2samp's two-sided p-value (method 'auto') for a statistic
+    d = h_scaled / (n1 * n2): exact up to 10,000 rows a side, Smirnov's asymptotic
+    formula beyond or when the exact count fails, as scipy does."""
+    from scipy.stats import kstwo
+    from scipy.stats._stats_py import _attempt_exact_2kssamp  # scipy's own exact count
+
+    g = math.gcd(n1, n2)
+    h = h_scaled // g  # in units of 1/lcm(n1, n2), as scipy rounds it
+    d = h / ((n1 // g) * n2)
+    if max(n1, n2) <= 10_000:
+        success, d, prob = _attempt_exact_2kssamp(n1, n2, g, d, "two-sided")
+        if success:
+            return float(np.clip(prob, 0.0, 1.0))
+    m, n = sorted([float(n1), float(n2)], reverse=True)
+    return float(np.clip(kstwo.sf(d, np.round(m * n / (m + n))), 0.0, 1.0))
 
 
 def write_report(reference: pd.DataFrame, current: pd.DataFrame, schema: Schema,

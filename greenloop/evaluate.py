@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from greenloop.data import label_mask
 from greenloop.model import TabularModel
 
 
@@ -24,7 +25,15 @@ def quality(task: str, value: float) -> float:
     return value if task == "classification" else -value
 
 
+def labelled(frame: pd.DataFrame, target: str) -> pd.DataFrame:
+    """The rows that carry a label: the only ones scored or trained on."""
+    mask = label_mask(frame, target)
+    return frame if mask.all() else frame[mask]
+
+
 def evaluate(model: TabularModel, frame: pd.DataFrame, target: str) -> float:
+    """The metric on the labelled rows; NaN when there are none."""
+    frame = labelled(frame, target)
     if len(frame) == 0:
         return float("nan")
     return score(model.pre.task, frame[target], model.predict(frame))

@@ -20,6 +20,7 @@ from greenloop.config import ModelConfig
 from greenloop.data import Schema
 
 MAX_CATEGORIES = 50  # rarer levels share the all-zeros "unseen" code
+MISSING_LEVEL = "<missing>"  # a missing categorical value is a level of its own
 
 
 @dataclass
@@ -37,14 +38,17 @@ class Preprocessor:
 
     @classmethod
     def fit(cls, frame: pd.DataFrame, schema: Schema, task: str) -> Preprocessor:
+        # Scaling and vocabularies use every row (unlabelled rows are real inputs too);
+        # classes and the target scale only the labelled ones. A column with no value
+        # at all gets mean 0 and std 1, so its imputed inputs are exactly 0.
         num = frame[list(schema.numeric)].astype(float)
-        medians = num.median().fillna(0.0)
-        filled = num.fillna(medians)
-        stds = filled.std(ddof=0).replace(0.0, 1.0).fillna(1.0)
+        medians = num.median().fillna(0.0)  # kept for the saved format; imputation uses means
+        means = num.mean().fillna(0.0)
+        stds = num.std(ddof=0).replace(0.0, 1.0).fillna(1.0)
         vocab = {c: _top_levels(frame[c]) for c in schema.categorical}
-        y = frame[schema.target]
+        y = frame[schema.target].dropna()
         pre = cls(list(schema.numeric), list(schema.categorical), medians.tolist(),
-                  filled.mean().tolist(), stds.tolist(), vocab, task)
+                  means.tolist(), stds.tolist(), vocab, task)
         if task == "classification":
             pre.classes = sorted(y.astype(str).unique().tolist())
         else:
@@ -60,16 +64,24 @@ class Preprocessor:
         return len(self.classes) if self.task == "classification" else 1
 
     def features(self, frame: pd.DataFrame) -> torch.Tensor:
-        num = frame[self.numeric].astype(float).to_numpy(dtype=np.float32)
-        num = np.where(np.isnan(num), np.asarray(self.medians, dtype=np.float32), num)
+        """Network inputs: missing numbers imputed with the fitted mean (input 0), missing
+        categories as their own level; a non-finite input is an error, never fed on."""
+        num = frame[self.numeric].to_numpy(dtype=np.float32, na_value=np.nan)
         means = np.asarray(self.means, dtype=np.float32)
+        num = np.where(np.isnan(num), means, num)
         num = (num - means) / np.asarray(self.stds, dtype=np.float32)
         blocks = [num]
         for col in self.categorical:
-            values = frame[col].astype(str).to_numpy()
+            values = _category_text(frame[col])
             levels = np.asarray(self.vocab[col])
             blocks.append((values[:, None] == levels[None, :]).astype(np.float32))
-        return torch.from_numpy(np.concatenate(blocks, axis=1))
+        x = np.concatenate(blocks, axis=1)
+        if not np.isfinite(x).all():
+            bad = [c for c, ok in zip(self.numeric, np.isfinite(num).all(axis=0), strict=True)
+                   if not ok]
+            raise ValueError(f"non-finite model input in column(s) {bad}: values beyond "
+                             "float32 range must be rejected before the model")
+        return torch.from_numpy(x)
 
     def targets(self, y: pd.Series) -> torch.Tensor:
         if self.task == "classification":
@@ -78,13 +90,17 @@ class Preprocessor:
         return torch.tensor(((y.to_numpy(float) - self.y_mean) / self.y_std), dtype=torch.float32)
 
     def add_classes(self, labels: pd.Series) -> list[str]:
-        new = sorted(set(labels.astype(str)) - set(self.classes))
+        new = sorted(set(labels.dropna().astype(str)) - set(self.classes))
         self.classes.extend(new)  # appended, so existing output rows keep their meaning
         return new
 
 
+def _category_text(s: pd.Series) -> np.ndarray:
+    return s.astype(object).where(s.notna(), MISSING_LEVEL).astype(str).to_numpy()
+
+
 def _top_levels(s: pd.Series) -> list[str]:
-    counts = s.dropna().astype(str).value_counts()
+    counts = pd.Series(_category_text(s)).value_counts()
     return sorted(counts.index[:MAX_CATEGORIES].tolist())
 
 

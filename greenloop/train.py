@@ -11,13 +11,21 @@ import torch
 from torch import nn
 
 from greenloop.config import ModelConfig, RecipeConfig
-from greenloop.data import Schema
+from greenloop.data import Schema, label_mask
+from greenloop.evaluate import labelled
 from greenloop.model import TabularModel
 
 
 def fit(model: TabularModel, frame: pd.DataFrame, target: str, recipe: RecipeConfig,
         seed: int) -> float:
-    """Train in place; returns the last epoch's mean loss."""
+    """Train in place on the labelled rows; returns the last epoch's mean loss.
+
+    Rows without a label are left out. With no labelled row at all the model is left
+    unchanged and the loss is NaN: whether to train is the caller's decision.
+    """
+    frame = labelled(frame, target)
+    if len(frame) == 0:
+        return float("nan")
     x = model.pre.features(frame)
     y = model.pre.targets(frame[target])
     classify = model.pre.task == "classification"
@@ -44,7 +52,11 @@ def fit(model: TabularModel, frame: pd.DataFrame, target: str, recipe: RecipeCon
 
 def retrain(frame: pd.DataFrame, schema: Schema, task: str, model_cfg: ModelConfig,
             recipe: RecipeConfig, seed: int) -> TabularModel:
-    """A new model from scratch: preprocessing refitted on this window."""
+    """A new model from scratch: preprocessing refitted on this window (its scaling on
+    every row, its classes and target scale on the labelled ones)."""
+    if not label_mask(frame, schema.target).any():
+        raise ValueError(f"cannot train a new model: no row of the {len(frame)} has a label "
+                         f"in {schema.target!r}")
     model = TabularModel.create(frame, schema, task, model_cfg, seed)
     fit(model, frame, schema.target, recipe, seed)
     return model
