@@ -6,6 +6,7 @@ from prefect import flow
 
 from flows.update import update
 from greenloop.energy import RunMeter
+from tasks.parent_run import finish_replay_run, start_replay_run
 from tasks.reporting import progress, write_json
 from tasks.runtime import get_runtime
 from tasks.stream import prepare_stream, summarize
@@ -24,13 +25,17 @@ def replay(config: str, policy: str | None = None, max_batches: int | None = Non
         rt.ledger.reset(rt.model_name)
     files = prepare_stream(rt)[:max_batches]
     run = RunMeter(rt.cfg.energy)
+    rt.parent_run_id = start_replay_run(rt, resumed=not restart)
+    status = "FAILED"
     try:
         with run:
             for path in progress(files, f"{rt.cfg.name} · {rt.policy_name}"):
                 step(config, path=str(path), policy=policy, home=home)
+        status = "FINISHED"
     finally:  # a failed attempt keeps its whole-run energy: a resumed run adds to it
         if run.reading is not None:
             rt.ledger.add_energy(rt.model_name, None, "run", run.reading.as_dict())
-    summary = summarize(rt)
+        summary = summarize(rt)
+        finish_replay_run(rt, summary, status)
     write_json(rt.ws.reports / f"{rt.cfg.name}-{rt.policy_name}" / summary_name, summary)
     return summary

@@ -156,7 +156,7 @@ def status(config: ConfigOpt, policy: PolicyOpt = None, home: HomeOpt = None,
 
 # More commands register themselves on `app` when their module is imported:
 # compare, rollback, serve/watch/ui/fleet (greenloop_cli/compare.py, reliability.py, serve.py).
-from greenloop_cli import compare, reliability, serve  # noqa: E402,F401
+from greenloop_cli import compare, predict, reliability, serve  # noqa: E402,F401
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -34,6 +34,8 @@ class Runtime:
     frames: dict[str, Batch] = field(default_factory=dict)
     models: dict[int, TabularModel] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # The open MLflow run that per-batch runs nest under (a replay or a served session).
+    parent_run_id: str | None = None
 
     @property
     def policy_name(self) -> str:

@@ -1,14 +1,20 @@
 """The one module that talks to MLflow.
 
 Uses `MlflowClient` with explicit run ids (the fluent "active run" is thread-local and
-breaks under `.submit()`). Model versions carry the `state_dict` and preprocessing
-JSON as artifacts; the version in service carries the alias `champion`.
+breaks under `.submit()`). Model versions are MLflow pyfunc models (tasks/mlmodel.py
+writes the `MLmodel` beside the `state_dict` and preprocessing JSON); the version in
+service carries the alias `champion`. Per-batch runs declare their data as dataset
+inputs and can nest under a parent run (one per replay or served session).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +25,36 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
 import mlflow  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
+from mlflow.entities import Dataset, DatasetInput, InputTag  # noqa: E402
 from mlflow.exceptions import MlflowException, RestException  # noqa: E402
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT as DATASET_CONTEXT_TAG  # noqa: E402
 
 from greenloop.model import TabularModel  # noqa: E402
 
 CHAMPION = "champion"
+PARENT_TAG = "mlflow.parentRunId"
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """A run's data as an MLflow dataset input, without hashing the frame again: the
+    digest is the DVC md5 of the accepted file, the source that file."""
+
+    name: str
+    digest: str
+    source: str  # absolute path of the file
+    context: str  # "training" or "batch"
+    rows: int
+    schema_json: str | None = None  # MLflow column schema, if known
+
+    def as_input(self) -> DatasetInput:
+        profile = json.dumps({"num_rows": self.rows})
+        schema = json.dumps({"mlflow_colspec": json.loads(self.schema_json)}) \
+            if self.schema_json else None
+        dataset = Dataset(name=self.name, digest=self.digest[:36], source_type="local",
+                          source=json.dumps({"uri": self.source}), schema=schema,
+                          profile=profile)
+        return DatasetInput(dataset, tags=[InputTag(DATASET_CONTEXT_TAG, self.context)])
 
 
 class Tracker:
@@ -45,9 +76,14 @@ class Tracker:
         self._aliases: dict[str, int] = {}  # the champion this process last read or set
 
     def log_run(self, name: str, params: dict[str, Any], metrics: dict[str, float],
-                tags: dict[str, str], artifacts: list[Path] = ()) -> str:
-        run = self.client.create_run(self.experiment_id, run_name=name,
-                                     tags={k: str(v)[:5000] for k, v in tags.items()})
+                tags: dict[str, str], artifacts: list[Path] = (),
+                datasets: Sequence[DatasetRef] = (), parent_run_id: str | None = None) -> str:
+        """A finished run; nested under `parent_run_id` when given (passed explicitly:
+        the fluent active run is thread-local)."""
+        all_tags = {k: str(v)[:5000] for k, v in tags.items()}
+        if parent_run_id:
+            all_tags[PARENT_TAG] = parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
         run_id = run.info.run_id
         self._last_run = (run_id, run.info.artifact_uri)
         from mlflow.entities import Metric, Param
@@ -58,10 +94,30 @@ class Tracker:
             metrics=[Metric(k, float(v), ts, 0) for k, v in metrics.items() if _finite(v)],
             params=[Param(k, str(v)[:6000]) for k, v in params.items()],
         )
+        if datasets:
+            self.client.log_inputs(run_id, [d.as_input() for d in datasets])
         for path in artifacts:
             self.client.log_artifact(run_id, str(path))
         self.client.set_terminated(run_id)
         return run_id
+
+    def start_parent(self, name: str, tags: dict[str, str]) -> str:
+        """An open run that per-batch runs nest under (one per replay or served session)."""
+        run = self.client.create_run(self.experiment_id, run_name=name,
+                                     tags={k: str(v)[:5000] for k, v in tags.items()})
+        return run.info.run_id
+
+    def finish_parent(self, run_id: str, metrics: dict[str, float], tags: dict[str, str],
+                      status: str = "FINISHED") -> None:
+        """The totals on the parent run, then close it (`status` FAILED for an attempt
+        that raised: its totals are what the ledger held at that point)."""
+        from mlflow.entities import Metric, RunTag
+
+        ts = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id, metrics=[Metric(k, float(v), ts, 0) for k, v in metrics.items() if _finite(v)],
+            tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+        self.client.set_terminated(run_id, status=status)
 
     def register(self, model_name: str, run_id: str, model_dir: Path, tags: dict[str, str]) -> int:
         self.client.log_artifacts(run_id, str(model_dir), "model")
