@@ -1,11 +1,22 @@
 """Per-batch cost of a skip, warm: ingest + drift + evaluate + register on ~300 rows.
 
-Builds a throwaway project home with the Elec2 source (weekly batches of 336 rows),
-bootstraps the `never` policy (which skips every batch after the bootstrap), warms the
-process up on a few batches, then times `update` flow runs one batch each, exactly as
-`greenloop run` calls them (Prefect flow run, ledger, DVC, MLflow run, CodeCarbon).
+Whole pipeline (default): builds a throwaway project home with the Elec2 source (weekly
+batches of 336 rows), bootstraps the `never` policy (which skips every batch after the
+bootstrap), warms the process up on a few batches, then times `update` flow runs one
+batch each, exactly as `greenloop run` calls them (Prefect flow run, ledger, DVC, MLflow
+run, CodeCarbon).
 
     .venv/bin/python benchmarks/skip_cost.py [--batches 20] [--warm 3] [--profile out.prof]
+
+Core parts only (`--core`): the pure-core work of a skip, each part timed on its own
+with time.perf_counter, in process, no flows: validation of the batch as read, observe
+(the champion's predictions and score on it) and drift against the reference window
+(its concatenation included, as the step does). On the config's source, or on a seeded
+SEA-like stream (3 SEA features + uniform noise columns, concept switches) of any width:
+
+    .venv/bin/python benchmarks/skip_cost.py --core --synthetic 300x8
+    .venv/bin/python benchmarks/skip_cost.py --core --synthetic 200x500
+    .venv/bin/python benchmarks/skip_cost.py --core --config configs/elec2.yaml
 """
 
 from __future__ import annotations
@@ -20,6 +31,11 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from greenloop.config import GreenloopConfig
 
 for _k, _v in {"DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                "MLFLOW_DISABLE_TELEMETRY": "true", "CODECARBON_LOG_LEVEL": "error",
@@ -57,6 +73,88 @@ def timed_skips(config: str, paths: list[str], home: str) -> tuple[list[float], 
     return walls, cpus
 
 
+def sea_like(rows_per_batch: int, n_features: int, n_batches: int, seed: int) -> pd.DataFrame:
+    """SEA (Street & Kim 2001): label = x0 + x1 <= theta on three uniform(0, 10) features,
+    theta switching every quarter of the stream, 10% label noise; the other features are
+    uniform noise columns, so width costs without changing the concept."""
+    rng = np.random.default_rng(seed)
+    rows = rows_per_batch * n_batches
+    x = rng.uniform(0.0, 10.0, size=(rows, max(n_features, 3)))
+    theta = np.array([8.0, 9.0, 7.0, 9.5])[np.arange(rows) * 4 // rows]
+    label = (x[:, 0] + x[:, 1] <= theta) ^ (rng.random(rows) < 0.1)
+    frame = pd.DataFrame(x, columns=[f"f{i:03d}" for i in range(x.shape[1])])
+    frame["y"] = np.where(label, "pos", "neg")
+    return frame
+
+
+def _median_ms(samples: list[float]) -> float:
+    return round(1000 * statistics.median(samples), 2)
+
+
+def core_parts(cfg: GreenloopConfig, source: pd.DataFrame, repeats: int,
+               warm: int) -> dict[str, object]:
+    """Median seconds of each pure-core part of a skip over `repeats` warm batches."""
+    from greenloop.config import RecipeConfig
+    from greenloop.data import infer_schema, split_stream, validate_batch
+    from greenloop.drift import detect
+    from greenloop.evaluate import evaluate
+    from greenloop.steps import concat
+    from greenloop.train import retrain
+
+    schema = infer_schema(source, cfg.data)
+    raw = list(split_stream(source, cfg.data))
+    n_ref = cfg.drift.reference_batches
+    assert len(raw) >= n_ref + warm + repeats, f"stream too short: {len(raw)} batches"
+    window = [validate_batch(b, schema, cfg.data) for b in raw[:n_ref]]
+    # The champion's weights do not change what a prediction costs: one cheap epoch.
+    champion = retrain(concat(window), schema, cfg.data.task, cfg.model,
+                       RecipeConfig(epochs=1), cfg.model.seed)
+    parts: dict[str, list[float]] = {"validate": [], "observe": [], "drift": [], "total": []}
+    for i, batch in enumerate(raw[n_ref: n_ref + warm + repeats]):
+        t0 = time.perf_counter()
+        frame = validate_batch(batch, schema, cfg.data)
+        t1 = time.perf_counter()
+        evaluate(champion, frame, schema.target)
+        t2 = time.perf_counter()
+        detect(concat(window), frame, schema, cfg.drift)
+        t3 = time.perf_counter()
+        window = window[1:] + [frame]
+        if i >= warm:
+            for name, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t3 - t0), strict=True):
+                parts[name].append(dt)
+    return {
+        "rows_per_batch": round(statistics.fmean(len(b) for b in raw)),
+        "features": len(schema.features), "reference_batches": n_ref,
+        "drift_method": cfg.drift.method, "timed_batches": repeats, "warm_batches": warm,
+        **{f"{name}_ms_median": _median_ms(v) for name, v in parts.items()},
+        "total_ms_max": round(1000 * max(parts["total"]), 2),
+        "nproc": os.cpu_count(), "load_average_1min": os.getloadavg()[0],
+    }
+
+
+def run_core(args: argparse.Namespace) -> None:
+    import torch
+
+    from greenloop.config import DataConfig, load_config
+    from greenloop.data import read_table
+
+    torch.set_num_threads(1)  # as the pipeline runs it on two shared cores
+    if args.synthetic:
+        rows, width = (int(v) for v in args.synthetic.lower().split("x"))
+        n_batches = 8 + args.warm + args.batches
+        source = sea_like(rows, width, n_batches, args.seed)
+        data = DataConfig(path=Path("sea.csv"), target="y", task="classification",
+                          batch_rows=rows)
+        cfg = GreenloopConfig(name="sea-wide", data=data)  # data-only: every default
+        label = f"synthetic SEA-like {rows}x{width}, seed {args.seed}"
+    else:
+        cfg = load_config(args.config)
+        source = read_table(REPO / cfg.data.path)
+        label = args.config
+    result = core_parts(cfg, source, args.batches, args.warm)
+    print(json.dumps({"stream": label, **result}, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default=str(REPO / "configs" / "elec2.yaml"))
@@ -64,7 +162,15 @@ def main() -> None:
     ap.add_argument("--warm", type=int, default=3, help="untimed skips after the bootstrap")
     ap.add_argument("--profile", default=None, help="write cProfile stats of the timed part")
     ap.add_argument("--keep", action="store_true", help="keep the throwaway home")
+    ap.add_argument("--core", action="store_true",
+                    help="time the pure-core parts of a skip (validate, observe, drift) only")
+    ap.add_argument("--synthetic", default=None, metavar="ROWSxFEATURES",
+                    help="with --core: a seeded SEA-like stream, e.g. 200x500")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic stream")
     args = ap.parse_args()
+    if args.core:
+        run_core(args)
+        return
 
     from prefect import flow  # noqa: TID251 - a benchmark of the flows
 
