@@ -25,7 +25,7 @@ def replay(config: str, policy: str | None = None, max_batches: int | None = Non
         rt.ledger.reset(rt.model_name)
     files = prepare_stream(rt)[:max_batches]
     run = RunMeter(rt.cfg.energy)
-    rt.parent_run_id = start_replay_run(rt, resumed=not restart)
+    rt.parent_run_id = start_replay_run(rt)
     status = "FAILED"
     try:
         with run:

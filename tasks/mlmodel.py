@@ -146,9 +146,9 @@ def load_version(tracking_uri: str, model_name: str,
         else:
             client.get_model_version(model_name, str(version))
     except MlflowException as e:
-        what = f"no version {version}" if version is not None else "no champion yet"
-        raise ScoringError(f"model {model_name!r} has {what} in {tracking_uri} "
-                           f"(run `greenloop run` first?)") from e
+        what = f"no version {version}" if version is not None else \
+            "no champion yet (run `greenloop run` first?)"
+        raise ScoringError(f"model {model_name!r} in {tracking_uri} has {what}") from e
     with _store(tracking_uri):
         return mlflow.pyfunc.load_model(model_uri(model_name, version))
 

@@ -17,7 +17,9 @@ def config_hash(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_text().encode()).hexdigest()[:CONFIG_HASH_CHARS]
 
 
-def start_replay_run(rt: Runtime, resumed: bool) -> str:
+def start_replay_run(rt: Runtime) -> str:
+    """Opened after any restart: a replay that finds processed batches resumes a stream."""
+    resumed = bool(rt.ledger.batches(rt.model_name, ("processed",)))
     tags = {"policy": rt.policy_name, "model": rt.model_name, "dataset": rt.cfg.name,
             "config": rt.config_path, "config_hash": config_hash(rt.config_path),
             "kind": "replay", "resumed": str(resumed).lower()}

@@ -23,8 +23,10 @@ from typer.testing import CliRunner
 
 from greenloop.config import ModelConfig
 from greenloop.data import Schema
+from greenloop.ledger import Ledger
 from greenloop.model import TabularModel
 from tasks.mlmodel import ScoringError, load_version, score, write_mlmodel
+from tasks.parent_run import config_hash
 from tasks.tracking import PARENT_TAG, DatasetRef, Tracker
 from tests.conftest import make_frame, write_project
 
@@ -251,3 +253,35 @@ def test_predict_fails_clearly(store: Store) -> None:
     code, output = _cli(*base, "--policy", "periodic", str(partial))
     assert code == 2 and "no champion yet" in output
     assert not (store.home / "partial.predictions.csv").exists()
+
+
+def test_a_replay_nests_its_batch_runs_under_one_parent_with_totals(
+        prefect_harness, home: Path) -> None:
+    from flows import call_flow
+    from flows.replay import replay
+    from tests.conftest import drifting_stream
+
+    config = write_project(home, drifting_stream())
+    summary = call_flow(replay, str(config), None, None, False, str(home))
+    tracker = Tracker(f"sqlite:///{home / 'mlflow.db'}", EXPERIMENT, home / "mlartifacts")
+    runs = tracker.client.search_runs([tracker.experiment_id])
+    (parent,) = [r for r in runs if r.info.run_name == f"{MODEL} replay"]
+    batches = [r for r in runs if r is not parent]
+    assert len(batches) == summary["batches"] == 6
+    assert {r.data.tags[PARENT_TAG] for r in batches} == {parent.info.run_id}
+    assert parent.info.status == "FINISHED" and parent.data.tags["policy"] == "gated"
+    assert parent.data.tags["config_hash"] == config_hash(config)
+    assert parent.data.metrics["prequential_accuracy"] == pytest.approx(summary["prequential"])
+    assert parent.data.metrics["energy_kwh.train"] > 0
+    assert sum(parent.data.metrics[f"decisions.{d}"]
+               for d in ("skip", "finetune", "retrain")) == 4  # 2 bootstrap batches do not count
+    ledger = Ledger(home / "state" / "ledger.sqlite")
+    md5s = {b.hash: b.dvc_md5 for b in ledger.batches(MODEL)}
+    ledger.close()
+    for run in batches:
+        (declared,) = run.inputs.dataset_inputs
+        assert declared.dataset.digest == md5s[run.data.tags["batch_hash"]]
+        assert Path(json.loads(declared.dataset.source)["uri"]).is_file()
+    # The version the replay registered through the pipeline loads through MLflow.
+    loaded = load_version(tracker.uri, MODEL)
+    assert len(score(loaded, drifting_stream().head(50))) == 50
