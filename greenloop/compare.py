@@ -12,13 +12,20 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+import pandas as pd
 
 from greenloop.energy import PHASES
 from greenloop.ledger import BatchRow
+from greenloop.policy import ALL_HISTORY
 
-BASELINE = "periodic"
-DEFAULT_POLICIES = ("periodic", "gated", "cost-aware", "drift-retrain", "finetune", "never")
+# The ratios' baseline: periodic retraining on all history every batch. The headline is
+# the iso-quality ratio against the cheapest variant of the family (`iso_quality`).
+BASELINE = ALL_HISTORY
+DEFAULT_POLICIES = ("gated", "cost-aware", "drift-retrain", "finetune", "never")
+# Which periodic variants `compare` replays whole after screening them all.
+BASELINE_CHOICES = ("frontier", "iso", "all")
 RATIO_KEYS = ("energy_total", "energy_train", "cpu_seconds", "wall_seconds", "quality_delta",
               "quality_relative")
 
@@ -187,6 +194,128 @@ def curve_records(points: Sequence[BatchPoint]) -> list[dict[str, Any]]:
     return [asdict(p) for p in points]
 
 
-__all__ = ["BASELINE", "DEFAULT_POLICIES", "BatchPoint", "EnergyRow", "attribute_energy",
-           "batch_curve", "compare_runs", "curve_records", "mean_spread", "mean_summary",
-           "overhead_share", "ratios", "read_energy_rows", "seconds_per_batch"]
+# -- iso-quality: the cheapest schedule that matches a policy's quality -------------------
+ACCURACY_TOLERANCE = 0.005  # half a point of accuracy
+MAE_TOLERANCE = 0.02  # 2% of MAE
+
+
+def within_tolerance(task: str, candidate: float, reference: float) -> bool:
+    """Is `candidate`'s quality at least `reference`'s less the tolerance (accuracy − 0.5
+    points; MAE at most 2% above)? NaN is never within."""
+    if math.isnan(candidate) or math.isnan(reference):
+        return False
+    if task == "classification":
+        return candidate >= reference - ACCURACY_TOLERANCE
+    return candidate <= reference * (1 + MAE_TOLERANCE)
+
+
+def better(task: str, a: float, b: float) -> bool:
+    """Is quality `a` strictly better than `b` (higher accuracy, lower MAE)?"""
+    return a > b if task == "classification" else a < b
+
+
+def cheapest_within(task: str, reference: float, candidates: dict[str, tuple[float, float]]
+                    ) -> str | None:
+    """Of `candidates` (name -> (quality, cost)), the cheapest whose quality is within
+    tolerance of `reference`; ties go to the better quality, then the name. None: none is."""
+    ok = [(cost, -q if task == "classification" else q, name)
+          for name, (q, cost) in candidates.items()
+          if within_tolerance(task, q, reference) and not math.isnan(cost)]
+    return min(ok)[2] if ok else None
+
+
+def pareto_frontier(task: str, candidates: dict[str, tuple[float, float]]) -> list[str]:
+    """Names (cheapest first) that no other candidate beats on both quality and cost (at
+    least as good on both, strictly on one). The cheapest variant within any tolerance of
+    any quality is always among them, which is why only these need metering."""
+    def dominated(name: str) -> bool:
+        q, c = candidates[name]
+        return any(oc <= c and not better(task, q, oq) and (oc < c or better(task, oq, q))
+                   for other, (oq, oc) in candidates.items() if other != name)
+
+    front = [n for n in candidates if not math.isnan(candidates[n][0]) and not dominated(n)]
+    return sorted(front, key=lambda n: (candidates[n][1], n))
+
+
+def iso_quality(task: str, policy: list[dict[str, Any]],
+                variants: dict[str, list[dict[str, Any]]]) -> dict[str, Any] | None:
+    """The policy's whole-pipeline energy ÷ that of the cheapest metered variant (by mean
+    measured energy) whose mean quality is within tolerance of the policy's mean quality.
+    Seed i is paired with seed i of the variant. None when no metered variant is within."""
+    q = mean_spread([s["prequential"] for s in policy])[0]
+    means = {name: (mean_spread([s["prequential"] for s in runs])[0],
+                    mean_spread([s["energy_kwh"]["total"] for s in runs])[0])
+             for name, runs in variants.items()}
+    chosen = cheapest_within(task, q, means)
+    if chosen is None:
+        return None
+    per_seed = [ratios(s, variants[chosen][i]) for i, s in enumerate(policy)]
+    out: dict[str, Any] = {"baseline": chosen}
+    for key in ("energy_total", "energy_train", "cpu_seconds", "quality_delta"):
+        out[key], out[f"{key}_spread"] = mean_spread([r[key] for r in per_seed])
+    return out
+
+
+def window_summary(summary: dict[str, Any], curve: Sequence[dict[str, Any]], from_seq: int
+                   ) -> dict[str, Any]:
+    """A run's summary restricted to batches with seq >= from_seq, from the ledger's
+    per-batch rows (`batch_curve`): the measured phases of those batches (ingest, drift,
+    train, evaluate, register), not the whole-run tracker, which cannot be cut."""
+    part = [p for p in curve if p["seq"] >= from_seq]
+    upd = [p for p in part if p["role"] == "update" and not math.isnan(p["quality"])]
+    rows = sum(p["rows"] for p in upd)
+    decisions = {"skip": 0, "finetune": 0, "retrain": 0}
+    for p in part:
+        if p["role"] == "update" and p["decision"] in decisions:
+            decisions[p["decision"]] += 1
+    out = dict(summary)
+    out.update({
+        "from_batch": from_seq, "batches": len(part),
+        "prequential": sum(p["quality"] * p["rows"] for p in upd) / rows if rows else math.nan,
+        "decisions": decisions,
+        "energy_kwh": {"total": sum(p["energy_kwh"] for p in part),
+                       "train": sum(p["train_energy_kwh"] for p in part)},
+        "cpu_seconds": {"total": sum(p["cpu_seconds"] for p in part)},
+        "wall_seconds": sum(p["wall_seconds"] for p in part),
+        "emissions_kg": math.nan,  # per-batch emissions are not in the curve
+    })
+    return out
+
+
+# -- naive: no model at all ---------------------------------------------------------------
+class _Arrived(Protocol):
+    seq: int
+    frame: pd.DataFrame
+
+
+def naive_prequential(task: str, target: str, batches: Sequence[_Arrived], from_seq: int = 0
+                      ) -> float:
+    """Predict every labelled row of a batch with the last labelled batch's majority class
+    (ties: the smallest label) or mean target, then score it; labelled-row-weighted over
+    batches with seq >= from_seq. Rows whose target is missing are neither scored nor
+    used; a batch with no labels keeps the previous prediction. NaN: nothing scored."""
+    guess: str | float | None = None
+    total = 0.0
+    n = 0
+    for b in batches:
+        y = b.frame[target].dropna()
+        if b.seq >= from_seq and guess is not None and len(y):
+            if task == "classification":
+                total += float((y.astype(str) == guess).sum())
+            else:
+                total += float((y.astype(float) - float(guess)).abs().sum())
+            n += len(y)
+        if len(y):
+            if task == "classification":
+                counts = y.astype(str).value_counts()
+                guess = min(counts.index[counts == counts.max()])
+            else:
+                guess = float(y.astype(float).mean())
+    return total / n if n else math.nan
+
+
+__all__ = ["BASELINE", "BASELINE_CHOICES", "DEFAULT_POLICIES", "BatchPoint", "EnergyRow",
+           "attribute_energy", "batch_curve", "better", "cheapest_within", "compare_runs",
+           "curve_records", "iso_quality", "mean_spread", "mean_summary", "naive_prequential",
+           "overhead_share", "pareto_frontier", "ratios", "read_energy_rows",
+           "seconds_per_batch", "window_summary", "within_tolerance"]

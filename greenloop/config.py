@@ -102,6 +102,10 @@ class PolicyConfig(_Strict):
     points_per_kwh: float = Field(default=1000.0, gt=0, description="cost-aware trade-off")
     promote_tolerance: float = Field(default=0.0, ge=0)
     forgetting_tolerance: float = Field(default=0.05, ge=0)
+    # Registered model <dataset>-<namespace> instead of <dataset>-<policy>: `compare` runs
+    # every policy and baseline variant in its own fresh namespace (cmp-<policy>), so it
+    # never touches the production model and two periodic variants never share a champion.
+    namespace: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
 class EnergyConfig(_Strict):

@@ -38,8 +38,11 @@ class Reading:
 
 
 def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    """This process's user+system time plus that of its finished children (a DVC or git
+    subprocess): CodeCarbon's process mode may count children too, so CPU-s must."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _tracker(cfg: EnergyConfig) -> Any:

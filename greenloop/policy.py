@@ -141,6 +141,43 @@ class CostAware:
         return Decision(best, f"best value per kWh at {self.cfg.points_per_kwh:g} pts/kWh: {terms}")
 
 
+# -- the periodic baseline family -------------------------------------------------------
+# A user choosing a schedule would try cadences and windows: `compare` searches this family
+# (issue 10) instead of one all-history schedule. A variant is periodic with two knobs set.
+PERIODIC_EVERY = (1, 2, 4, 8)  # retrain every N batches
+PERIODIC_WINDOWS: tuple[int | None, ...] = (None, 4, 8, 16)  # None = all history
+ALL_HISTORY = "periodic-e1-wall"  # every batch on all history: the classic baseline
+# No model at all: each batch predicted by the previous batch's majority class or mean
+# (greenloop/compare.py: naive_prequential). Quality only; it never trains.
+NAIVE = "naive"
+
+
+def variant_name(every: int, window: int | None) -> str:
+    return f"periodic-e{every}-w{'all' if window is None else window}"
+
+
+def periodic_variants() -> dict[str, tuple[int, int | None]]:
+    """Every variant of the family: name -> (periodic_every, periodic_window_batches)."""
+    return {variant_name(e, w): (e, w) for e in PERIODIC_EVERY for w in PERIODIC_WINDOWS}
+
+
+def parse_variant(name: str) -> tuple[int, int | None]:
+    """`periodic-e4-w8` -> (4, 8); `periodic-e2-wall` -> (2, None). Any cadence or window
+    may be named, not only the family's."""
+    parts = name.split("-")
+    try:
+        if len(parts) != 3 or parts[0] != "periodic" or parts[1][0] != "e" or parts[2][0] != "w":
+            raise ValueError
+        every = int(parts[1][1:])
+        window = None if parts[2] == "wall" else int(parts[2][1:])
+    except (ValueError, IndexError):
+        raise ValueError(f"not a periodic variant name: {name!r} (expected periodic-e<N>-w<M> "
+                         "or periodic-e<N>-wall)") from None
+    if every < 1 or (window is not None and window < 1):
+        raise ValueError(f"{name!r}: cadence and window must be positive")
+    return every, window
+
+
 POLICIES = {"gated": Gated, "periodic": Periodic, "drift-retrain": DriftRetrain,
             "finetune": AlwaysFinetune, "never": Never, "cost-aware": CostAware}
 

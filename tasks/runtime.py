@@ -43,8 +43,9 @@ class Runtime:
 
     @property
     def model_name(self) -> str:
-        """One registered model per dataset and policy: policies never share a champion."""
-        return f"{self.cfg.name}-{self.policy_name}"
+        """One registered model per dataset and policy (or per policy namespace, which
+        `compare` sets): policies never share a champion."""
+        return f"{self.cfg.name}-{self.cfg.policy.namespace or self.policy_name}"
 
     @property
     def experiment(self) -> str:

@@ -5,21 +5,30 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from greenloop.compare import (
     EnergyRow,
     attribute_energy,
     batch_curve,
+    cheapest_within,
     compare_runs,
+    curve_records,
+    iso_quality,
     mean_spread,
     mean_summary,
+    naive_prequential,
     overhead_share,
+    pareto_frontier,
     ratios,
     read_energy_rows,
     seconds_per_batch,
+    window_summary,
+    within_tolerance,
 )
 from greenloop.ledger import BatchRow, Ledger
+from greenloop.policy import parse_variant, periodic_variants, variant_name
 
 
 def summary(total: float, train: float, cpu: float, wall: float, q: float,
@@ -53,7 +62,7 @@ def test_zero_baseline_training_gives_nan_not_an_error() -> None:
 def test_seeds_pair_with_the_same_seed_of_the_baseline() -> None:
     runs = {"periodic": [summary(2.0, 1.5, 10, 10, 0.70), summary(4.0, 3.0, 20, 20, 0.80)],
             "gated": [summary(1.0, 0.5, 5, 5, 0.71), summary(1.0, 0.5, 5, 5, 0.79)]}
-    out = compare_runs(runs)
+    out = compare_runs(runs, "periodic")
     # seed 0: 1/2, seed 1: 1/4 -> mean 0.375, sample std of (0.5, 0.25)
     assert out["ratios"]["gated"]["energy_total"] == pytest.approx(0.375)
     assert out["spread"]["gated"]["energy_total"] == pytest.approx(math.sqrt(2) * 0.125)
@@ -127,3 +136,99 @@ def test_read_energy_rows_from_a_real_ledger(tmp_path: Path) -> None:
     rows = read_energy_rows(tmp_path / "ledger.sqlite", "m")
     assert [(r.hash, r.phase) for r in rows] == [(None, "ingest"), ("abc", "train")]
     assert rows[1].energy_kwh == pytest.approx(1e-6)
+
+
+# -- iso-quality selection ----------------------------------------------------------------
+def test_tolerance_is_half_a_point_of_accuracy_or_two_percent_of_mae() -> None:
+    assert within_tolerance("classification", 0.7951, 0.80)
+    assert within_tolerance("classification", 0.795, 0.80)
+    assert not within_tolerance("classification", 0.7949, 0.80)
+    assert within_tolerance("regression", 51.0, 50.0)  # MAE: lower is better
+    assert within_tolerance("regression", 40.0, 50.0)
+    assert not within_tolerance("regression", 51.01, 50.0)
+    assert not within_tolerance("classification", float("nan"), 0.8)
+
+
+def test_cheapest_variant_within_tolerance_classification() -> None:
+    variants = {"periodic-e1-wall": (0.800, 100.0), "periodic-e4-w8": (0.797, 20.0),
+                "periodic-e8-w4": (0.780, 5.0), "periodic-e2-w8": (0.810, 40.0)}
+    # 0.797 >= 0.80 - 0.005: the cheapest qualifying one, not the cheapest overall (0.780)
+    assert cheapest_within("classification", 0.800, variants) == "periodic-e4-w8"
+    assert cheapest_within("classification", 0.809, variants) == "periodic-e2-w8"
+    assert cheapest_within("classification", 0.82, variants) is None
+
+
+def test_cheapest_variant_within_tolerance_regression() -> None:
+    variants = {"a": (50.0, 100.0), "b": (51.5, 30.0), "c": (60.0, 1.0)}
+    assert cheapest_within("regression", 50.0, variants) == "a"  # 51.5 > 50 * 1.02
+    assert cheapest_within("regression", 51.0, variants) == "b"  # 51.5 <= 52.02
+    assert cheapest_within("regression", 60.0, variants) == "c"
+
+
+def test_frontier_keeps_only_undominated_variants() -> None:
+    variants = {"cheap-bad": (0.70, 1.0), "mid": (0.78, 10.0), "dominated": (0.77, 20.0),
+                "best": (0.80, 100.0), "tie-costlier": (0.80, 120.0)}
+    assert pareto_frontier("classification", variants) == ["cheap-bad", "mid", "best"]
+    mae = {"a": (50.0, 100.0), "b": (55.0, 10.0), "c": (56.0, 50.0)}
+    assert pareto_frontier("regression", mae) == ["b", "a"]
+
+
+def test_iso_quality_ratio_is_against_the_cheapest_metered_match() -> None:
+    gated = [summary(total=1.0, train=0.2, cpu=10, wall=5, q=0.79)]
+    variants = {"periodic-e1-wall": [summary(10.0, 9.0, 100, 50, 0.79)],
+                "periodic-e4-w8": [summary(2.5, 2.0, 25, 10, 0.787)],
+                "periodic-e8-w4": [summary(0.5, 0.4, 5, 3, 0.70)]}
+    iso = iso_quality("classification", gated, variants)
+    assert iso is not None and iso["baseline"] == "periodic-e4-w8"
+    assert iso["energy_total"] == pytest.approx(0.4)
+    assert iso["quality_delta"] == pytest.approx(0.79 - 0.787)
+    assert iso_quality("classification", [summary(1, 1, 1, 1, q=0.9)], variants) is None
+
+
+def test_variant_names_round_trip() -> None:
+    names = list(periodic_variants())
+    assert len(names) == 16 and "periodic-e1-wall" in names and "periodic-e8-w16" in names
+    assert all(variant_name(*parse_variant(n)) == n for n in names)
+    assert parse_variant("periodic-e4-wall") == (4, None)
+    for bad in ("periodic", "periodic-4-8", "periodic-e0-w8", "gated-e1-wall", "periodic-ex-w8"):
+        with pytest.raises(ValueError, match="periodic"):
+            parse_variant(bad)
+
+
+def test_window_summary_counts_only_batches_from_k() -> None:
+    batches = [_row(1, "bootstrap", "skip", 100, None), _row(2, "bootstrap", "retrain", 100, None),
+               _row(3, "update", "skip", 100, 0.9), _row(4, "update", "retrain", 300, 0.5)]
+    curve = curve_records(batch_curve(batches, energy_rows()))
+    whole = summary(total=100.0, train=12.0, cpu=100.0, wall=200.0, q=0.6)
+    w = window_summary(whole, curve, from_seq=4)
+    assert w["prequential"] == pytest.approx(0.5) and w["batches"] == 1
+    assert w["energy_kwh"] == {"total": pytest.approx(4.0), "train": pytest.approx(2.0)}
+    assert w["decisions"] == {"skip": 0, "finetune": 0, "retrain": 1}
+    assert window_summary(whole, curve, 3)["prequential"] == pytest.approx(0.6)
+
+
+# -- naive: previous batch's majority class or mean ----------------------------------------
+class _B:
+    def __init__(self, seq: int, y: list) -> None:
+        self.seq, self.frame = seq, pd.DataFrame({"x": range(len(y)), "y": y})
+
+
+def test_naive_classification_by_hand() -> None:
+    stream = [_B(1, ["a", "a", "b"]), _B(2, ["b", "b", "a", "b"]),
+              _B(3, [None, None]),  # no labels: scores nothing, keeps the guess "b"
+              _B(4, ["b", "a", None])]
+    # batch 2 guessed "a": 1 of 4; batch 4 guessed "b" (from batch 2): 1 of 2 labelled
+    assert naive_prequential("classification", "y", stream) == pytest.approx(2 / 6)
+    assert naive_prequential("classification", "y", stream, from_seq=3) == pytest.approx(1 / 2)
+    assert math.isnan(naive_prequential("classification", "y", stream[:1]))
+
+
+def test_naive_regression_by_hand() -> None:
+    stream = [_B(1, [1.0, 3.0]), _B(2, [2.0, float("nan"), 6.0]), _B(3, [4.0])]
+    # batch 2 predicted 2.0: |0| + |4| over 2 labelled rows; batch 3 predicted mean(2, 6) = 4
+    assert naive_prequential("regression", "y", stream) == pytest.approx((0 + 4 + 0) / 3)
+
+
+def test_naive_ties_go_to_the_smallest_label() -> None:
+    stream = [_B(1, ["z", "a"]), _B(2, ["a", "z", "z"])]
+    assert naive_prequential("classification", "y", stream) == pytest.approx(1 / 3)

@@ -1,0 +1,242 @@
+"""Screening and tuning through the one per-batch step, in memory (no energy measured).
+
+`screen` runs a stream through `simulate` under one policy setting and keeps its quality
+and a deterministic training cost (rows trained × epochs of the recipe). `compare` screens
+the periodic family with it before metering; `tune_stream` chooses knobs on a prefix of
+the stream only — it reads batches 1..K and never one after (tests/unit/test_tune.py
+proves it), so what `compare --from-batch K+1` reports was never seen while tuning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from greenloop.compare import better, cheapest_within
+from greenloop.config import GreenloopConfig, PolicyConfig
+from greenloop.data import Schema, infer_schema, read_table, split_stream, validate_batch
+from greenloop.policy import parse_variant, periodic_variants
+from greenloop.simulate import simulate
+from greenloop.step import StepInput, StepOutcome
+from greenloop.steps import Batch, make_batch
+
+# Gated's knobs searched by `tune`: 27 points, of which `budget` are run (as many as the
+# periodic variants run, so neither side gets more searching than the other).
+GATED_GRID: dict[str, tuple[float, ...]] = {
+    "finetune_quality_drop": (0.01, 0.02, 0.05),
+    "retrain_quality_drop": (0.05, 0.10, 0.20),
+    "finetune_drift_share": (0.3, 0.5, 0.8),
+}
+TUNABLE = ("gated", "cost-aware")  # the policies whose decisions these knobs drive
+
+
+@dataclass(frozen=True)
+class Screened:
+    name: str
+    quality: float  # prequential metric over update batches with seq >= from_seq
+    train_row_epochs: int  # rows trained on × the recipe's epochs, summed (deterministic)
+    train_cpu_seconds: float  # measured in this process; noisy, reported only
+    decisions: dict[str, int]
+    knobs: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"quality": self.quality, "train_row_epochs": self.train_row_epochs,
+                "train_cpu_seconds": round(self.train_cpu_seconds, 2),
+                "decisions": self.decisions, "knobs": self.knobs}
+
+
+def with_knobs(cfg: GreenloopConfig, **knobs: Any) -> GreenloopConfig:
+    """The config with policy knobs replaced (validated like a config file)."""
+    policy = PolicyConfig.model_validate({**cfg.policy.model_dump(), **knobs})
+    return cfg.model_copy(update={"policy": policy})
+
+
+def variant_knobs(name: str) -> dict[str, Any]:
+    every, window = parse_variant(name)
+    return {"name": "periodic", "periodic_every": every, "periodic_window_batches": window}
+
+
+def screen(cfg: GreenloopConfig, batches: Sequence[Batch], schema: Schema, name: str,
+           from_seq: int = 0) -> Screened:
+    """One run of the stream through `simulate` with `cfg`'s policy."""
+    epochs = {"retrain": cfg.train.retrain.epochs, "finetune": cfg.train.finetune.epochs}
+    row_epochs = 0
+
+    def count(inp: StepInput, out: StepOutcome) -> None:
+        nonlocal row_epochs
+        if out.candidate is not None and inp.batch.seq >= from_seq:
+            row_epochs += out.train_rows * epochs[out.decision.action]
+
+    sim = simulate(cfg, list(batches), schema, on_step=count)
+    return Screened(name, sim.prequential(from_seq), row_epochs, sim.train_cpu_seconds,
+                    sim.decisions(from_seq))
+
+
+def screen_variants(cfg: GreenloopConfig, batches: Sequence[Batch], schema: Schema,
+                    names: Sequence[str], from_seq: int = 0) -> dict[str, Screened]:
+    out = {}
+    for name in names:
+        knobs = variant_knobs(name)
+        s = screen(with_knobs(cfg, **knobs), batches, schema, name, from_seq)
+        out[name] = Screened(s.name, s.quality, s.train_row_epochs, s.train_cpu_seconds,
+                             s.decisions, knobs)
+    return out
+
+
+def spread_pick(items: Sequence[Any], budget: int) -> list[Any]:
+    """`budget` items evenly spread over `items` (all of them if budget >= len)."""
+    if budget >= len(items):
+        return list(items)
+    step = (len(items) - 1) / max(budget - 1, 1)
+    return [items[round(i * step)] for i in range(budget)]
+
+
+def gated_grid() -> list[dict[str, float]]:
+    keys = list(GATED_GRID)
+    points: list[dict[str, float]] = [{}]
+    for k in keys:
+        points = [{**p, k: v} for p in points for v in GATED_GRID[k]]
+    return points
+
+
+def prefix_length(n_batches: int, prefix: float) -> int:
+    if not 0 < prefix < 1:
+        raise ValueError(f"prefix must be a fraction between 0 and 1 (exclusive), got {prefix}")
+    return math.ceil(prefix * n_batches)
+
+
+@dataclass
+class TuneResult:
+    prefix: float
+    prefix_batches: int  # K: batches 1..K were read
+    total_batches: int
+    task: str
+    policy: str
+    budget: int
+    best_periodic: str
+    periodic: str  # the cheapest periodic variant within tolerance of the best one
+    chosen: dict[str, Any]  # the tuned policy's knobs
+    chosen_within: bool  # within tolerance of the best periodic on the prefix
+    periodic_runs: dict[str, Screened]
+    policy_runs: dict[str, Screened]
+
+    def knobs(self) -> dict[str, Any]:
+        """What `tune` writes into the config's policy section."""
+        p = self.periodic_runs[self.periodic].knobs
+        return {**self.chosen, "periodic_every": p["periodic_every"],
+                "periodic_window_batches": p["periodic_window_batches"]}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"prefix": self.prefix, "prefix_batches": self.prefix_batches,
+                "total_batches": self.total_batches, "policy": self.policy,
+                "budget": self.budget, "best_periodic": self.best_periodic,
+                "periodic": self.periodic, "chosen": self.chosen,
+                "chosen_within_tolerance": self.chosen_within, "knobs": self.knobs(),
+                "periodic_runs": {k: v.as_dict() for k, v in self.periodic_runs.items()},
+                "policy_runs": {k: v.as_dict() for k, v in self.policy_runs.items()}}
+
+
+def _best(task: str, runs: dict[str, Screened]) -> str:
+    best = None
+    for name in sorted(runs, key=lambda n: runs[n].train_row_epochs):
+        q = runs[name].quality
+        if not math.isnan(q) and (best is None or better(task, q, runs[best].quality)):
+            best = name
+    if best is None:
+        raise ValueError("no screened run scored any batch of the prefix: make the prefix "
+                         "longer than the bootstrap")
+    return best
+
+
+def tune_stream(cfg: GreenloopConfig, batches: Sequence[Batch], schema: Schema, prefix: float,
+                budget: int = 16) -> TuneResult:
+    """Choose the policy's knobs and periodic's cadence/window on batches 1..K only,
+    K = ceil(prefix × len(batches)); batch K+1 and later are never read. Each family gets
+    the same number of simulate runs (min(budget, 16)). The policy's pick is the cheapest
+    setting (training row-epochs) within tolerance of the best periodic variant."""
+    if cfg.policy.name not in TUNABLE:
+        raise ValueError(f"tune chooses the knobs of {' or '.join(TUNABLE)}; the config's "
+                         f"policy is {cfg.policy.name!r}")
+    if budget < 1:
+        raise ValueError(f"budget must be at least 1 simulate run, got {budget}")
+    n = len(batches)
+    k = prefix_length(n, prefix)
+    if k < cfg.data.bootstrap_batches + 2:
+        raise ValueError(f"prefix {prefix} of {n} batches is {k} batch(es): tuning needs the "
+                         f"{cfg.data.bootstrap_batches} bootstrap batches and at least two more")
+    seen = [batches[i] for i in range(k)]  # the only batches read: 1..K
+    per_family = min(budget, len(periodic_variants()))
+    names = spread_pick(list(periodic_variants()), per_family)
+    periodic_runs = screen_variants(cfg, seen, schema, names)
+    task = cfg.data.task
+    best = _best(task, periodic_runs)
+    costs = {n_: (r.quality, float(r.train_row_epochs)) for n_, r in periodic_runs.items()}
+    periodic = cheapest_within(task, periodic_runs[best].quality, costs) or best
+    policy_runs: dict[str, Screened] = {}
+    for point in spread_pick(gated_grid(), per_family):
+        label = ",".join(f"{k_}={v}" for k_, v in point.items())
+        s = screen(with_knobs(cfg, **point), seen, schema, label)
+        policy_runs[label] = Screened(label, s.quality, s.train_row_epochs,
+                                      s.train_cpu_seconds, s.decisions, point)
+    costs = {n_: (r.quality, float(r.train_row_epochs)) for n_, r in policy_runs.items()}
+    pick = cheapest_within(task, periodic_runs[best].quality, costs)
+    within = pick is not None
+    pick = pick or _best(task, policy_runs)
+    return TuneResult(prefix, k, n, task, cfg.policy.name, per_family, best, periodic,
+                      dict(policy_runs[pick].knobs), within, periodic_runs, policy_runs)
+
+
+def load_prefix(cfg: GreenloopConfig, source_path: Path, prefix: float
+                ) -> tuple[list[Batch], Schema, int]:
+    """Batches 1..K of the source, cut as the pipeline cuts them (same hashes and holdout
+    rows), with the schema inferred from those rows only; also returns the total count.
+    Later batches are counted, never validated, looked into or returned."""
+    parts = list(split_stream(read_table(source_path), cfg.data))
+    k = prefix_length(len(parts), prefix)
+    schema = infer_schema(pd.concat(parts[:k], ignore_index=True), cfg.data)
+    batches = []
+    for i, part in enumerate(parts[:k]):
+        frame = validate_batch(part, schema, cfg.data)
+        digest = hashlib.sha256(part.to_csv(index=False).encode()).hexdigest()
+        batches.append(make_batch(i + 1, digest, frame, cfg.train.holdout_fraction))
+    return batches, schema, len(parts)
+
+
+def tuned_yaml(original: str, result: TuneResult) -> str:
+    """The config with the tuned knobs in its policy section, under a header naming the
+    prefix. The original's leading comment block is kept; comments inside are lost
+    (PyYAML does not keep them)."""
+    raw = yaml.safe_load(original)
+    if not isinstance(raw, dict):
+        raise ValueError("expected a mapping at the top level of the config")
+    raw.setdefault("policy", {}).update(result.knobs())
+    raw["policy"]["name"] = result.policy
+    best = result.periodic_runs[result.best_periodic]
+    header = [
+        f"# tuned by greenloop tune on batches 1..{result.prefix_batches} (prefix "
+        f"{result.prefix:g}) of {result.total_batches}",
+        f"# {result.policy}: the cheapest of {len(result.policy_runs)} settings (training "
+        f"row-epochs) {'within' if result.chosen_within else 'NOT within (best quality)'} "
+        f"tolerance of the best of {len(result.periodic_runs)} periodic variants, "
+        f"{result.best_periodic} ({best.quality:.4f} on the prefix)",
+        f"# periodic: {result.periodic}, the cheapest variant within tolerance of the best",
+    ]
+    leading = []
+    for line in original.splitlines():
+        if not line.startswith("#"):
+            break
+        if not line.startswith("# tuned by greenloop tune") and line not in header:
+            leading.append(line)
+    return "\n".join(header + leading) + "\n" + yaml.safe_dump(raw, sort_keys=False)
+
+
+__all__ = ["GATED_GRID", "Screened", "TuneResult", "gated_grid", "load_prefix", "prefix_length",
+           "screen", "screen_variants", "spread_pick", "tune_stream", "tuned_yaml",
+           "variant_knobs", "with_knobs"]
