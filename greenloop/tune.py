@@ -10,6 +10,7 @@ proves it), so what `compare --from-batch K+1` reports was never seen while tuni
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -200,7 +201,10 @@ def load_prefix(cfg: GreenloopConfig, source_path: Path, prefix: float
     Later batches are counted, never validated, looked into or returned."""
     parts = list(split_stream(read_table(source_path), cfg.data))
     k = prefix_length(len(parts), prefix)
-    schema = infer_schema(pd.concat(parts[:k], ignore_index=True), cfg.data)
+    # Column types as the prefix alone gives them: the whole table was read at once, so a
+    # text value after the prefix would make a numeric column text here too.
+    text = pd.concat(parts[:k], ignore_index=True).to_csv(index=False)
+    schema = infer_schema(pd.read_csv(io.StringIO(text)), cfg.data)
     batches = []
     for i, part in enumerate(parts[:k]):
         frame = validate_batch(part, schema, cfg.data)

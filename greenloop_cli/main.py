@@ -114,7 +114,9 @@ def ingest(path: Path, config: ConfigOpt, policy: PolicyOpt = None, home: HomeOp
     _env(verbose)
     _check_config(config)
     from greenloop.data import BatchRejected
+    from greenloop.redact import redact
 
+    dead: list[dict[str, Any]] = []
     try:
         if process:
             from flows.update import update
@@ -122,6 +124,11 @@ def ingest(path: Path, config: ConfigOpt, policy: PolicyOpt = None, home: HomeOp
             results = in_prefect(update, str(config), path=str(path), policy=policy,
                                  home=str(home) if home else None)
             for r in results:
+                if r.get("failed"):  # dead-lettered: the stream went on without it
+                    typer.echo(f"batch {r['seq']}: failed after {r['attempts']} attempt(s), "
+                               f"set aside ({r['error'][:200]}); `greenloop retry` puts it back")
+                    dead += [r] if r.get("arrival") else []
+                    continue
                 typer.echo(f"batch {r['seq']}: {r['decision']}"
                            + (f" -> version {r['version']}" if r["version"] else "")
                            + (" (champion)" if r["promoted"] else ""))
@@ -137,9 +144,12 @@ def ingest(path: Path, config: ConfigOpt, policy: PolicyOpt = None, home: HomeOp
     except Exception as e:  # an outage or a crash mid-update: the batch stays pending
         if verbose:
             raise
-        first = (str(e).strip().splitlines() or [""])[0][:200]
+        first = redact((str(e).strip().splitlines() or [""])[0])[:200]
         _fail(f"update failed, accepted batches stay pending and are processed by the next "
               f"update ({type(e).__name__}: {first})")
+    if dead:  # outside the try: typer.Exit is an Exception too
+        _fail(f"batch {dead[0]['seq']} ({path.name}) failed and was set aside: "
+              f"{dead[0]['error'][:200]}")
 
 
 @app.command()
@@ -156,7 +166,7 @@ def status(config: ConfigOpt, policy: PolicyOpt = None, home: HomeOpt = None,
 
 # More commands register themselves on `app` when their module is imported:
 # compare, rollback, serve/watch/ui/fleet (greenloop_cli/compare.py, reliability.py, serve.py).
-from greenloop_cli import compare, predict, reliability, serve  # noqa: E402,F401
+from greenloop_cli import compare, predict, reliability, serve, tune  # noqa: E402,F401
 
 
 def main() -> None:  # pragma: no cover - console entry

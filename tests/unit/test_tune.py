@@ -1,0 +1,152 @@
+"""`greenloop tune`: knobs chosen on the prefix only (a batch after it cannot be read), the
+same budget for both families, and the tuned config written with its provenance."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from greenloop.config import GreenloopConfig
+from greenloop.data import infer_schema, validate_batch
+from greenloop.steps import Batch, make_batch
+from greenloop.tune import (
+    gated_grid,
+    load_prefix,
+    prefix_length,
+    spread_pick,
+    tune_stream,
+    tuned_yaml,
+)
+from tests.conftest import make_frame
+
+N_BATCHES, PREFIX = 10, 0.5  # K = 5: bootstrap 2 + 3 update batches
+
+
+class PeekingError(AssertionError):
+    pass
+
+
+class GuardedStream(Sequence[Batch]):
+    """The whole stream's length, but reading batch K+1 or later raises (so does iterating
+    past K, which goes through __getitem__)."""
+
+    def __init__(self, batches: list[Batch], readable: int) -> None:
+        self.batches, self.readable, self.reads = batches, readable, []
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def, override]
+        if isinstance(i, slice):
+            raise PeekingError("sliced: could reach past the prefix")
+        i = range(len(self.batches))[i]
+        if i >= self.readable:
+            raise PeekingError(f"read batch {i + 1} after the prefix 1..{self.readable}")
+        self.reads.append(i + 1)
+        return self.batches[i]
+
+
+def config(**policy: object) -> GreenloopConfig:
+    return GreenloopConfig.model_validate({
+        "name": "synth",
+        "data": {"path": "data/sources/synth/source.csv", "target": "y",
+                 "task": "classification", "batch_rows": 80, "bootstrap_batches": 2},
+        "model": {"hidden": [8], "seed": 0},
+        "train": {"retrain": {"epochs": 2, "lr": 0.01}, "finetune": {"epochs": 1, "lr": 0.01},
+                  "replay_batches": 2},
+        "drift": {"threshold": 0.25, "reference_batches": 2},
+        "policy": {"name": "gated", **policy},
+    })
+
+
+def stream(cfg: GreenloopConfig) -> tuple[list[Batch], object]:
+    frames = [make_frame(80, seed=s, shift={"x0": 1.5 * (s >= 6)}, flip=s >= 7)
+              for s in range(N_BATCHES)]
+    schema = infer_schema(pd.concat(frames, ignore_index=True), cfg.data)
+    return [make_batch(i + 1, f"{i + 1:064x}", validate_batch(f, schema, cfg.data), 0.2)
+            for i, f in enumerate(frames)], schema
+
+
+def test_tune_never_reads_a_batch_after_the_prefix() -> None:
+    cfg = config()
+    batches, schema = stream(cfg)
+    k = prefix_length(N_BATCHES, PREFIX)
+    guarded = GuardedStream(batches, readable=k)
+    result = tune_stream(cfg, guarded, schema, PREFIX, budget=2)
+    assert result.prefix_batches == k == 5 and result.total_batches == N_BATCHES
+    assert max(guarded.reads) == k and sorted(set(guarded.reads)) == list(range(1, k + 1))
+    assert len(result.periodic_runs) == len(result.policy_runs) == 2  # the same budget
+    assert result.best_periodic in result.periodic_runs
+    for run in [*result.periodic_runs.values(), *result.policy_runs.values()]:
+        assert 0.0 <= run.quality <= 1.0  # scored on the prefix's 3 update batches
+    # the control: the same guard does catch a read past the prefix
+    with pytest.raises(PeekingError, match="batch 6"):
+        GuardedStream(batches, readable=k)[k]
+    with pytest.raises(PeekingError):
+        list(GuardedStream(batches, readable=k))
+
+
+def test_the_choice_depends_on_the_prefix_only() -> None:
+    """A stream whose post-prefix batches are replaced by garbage tunes the same."""
+    cfg = config()
+    batches, schema = stream(cfg)
+    k = prefix_length(N_BATCHES, PREFIX)
+    poisoned = batches[:k] + [Batch(b.seq, b.digest, None, None) for b in batches[k:]]  # type: ignore[arg-type]
+    a = tune_stream(cfg, batches, schema, PREFIX, budget=2)
+    b = tune_stream(cfg, poisoned, schema, PREFIX, budget=2)
+    assert a.knobs() == b.knobs()
+    assert {n: r.quality for n, r in a.policy_runs.items()} == \
+        {n: r.quality for n, r in b.policy_runs.items()}
+
+
+def test_bad_requests_name_the_problem() -> None:
+    cfg = config()
+    batches, schema = stream(cfg)
+    with pytest.raises(ValueError, match="prefix must be a fraction"):
+        tune_stream(cfg, batches, schema, 1.5)
+    with pytest.raises(ValueError, match="bootstrap"):
+        tune_stream(cfg, batches, schema, 0.2)  # 2 batches: only the bootstrap
+    with pytest.raises(ValueError, match="policy is 'periodic'"):
+        tune_stream(config(name="periodic"), batches, schema, PREFIX)
+
+
+def test_budget_spreads_over_each_family() -> None:
+    assert len(gated_grid()) == 27
+    assert spread_pick(list(range(16)), 4) == [0, 5, 10, 15]
+    assert spread_pick(list(range(3)), 10) == [0, 1, 2]
+    assert spread_pick(list(range(16)), 1) == [0]
+
+
+def test_tuned_yaml_keeps_data_and_names_the_prefix(tmp_path: Path) -> None:
+    cfg = config()
+    batches, schema = stream(cfg)
+    result = tune_stream(cfg, batches, schema, PREFIX, budget=2)
+    original = "# my stream\n# second line\n" + yaml.safe_dump(
+        {"name": "synth", "data": cfg.data.model_dump(mode="json"),
+         "policy": {"name": "gated", "promote_tolerance": 0.01}}, sort_keys=False)
+    text = tuned_yaml(original, result)
+    assert text.startswith(f"# tuned by greenloop tune on batches 1..5 (prefix 0.5) of "
+                           f"{N_BATCHES}\n")
+    assert "# my stream\n# second line\n" in text
+    raw = yaml.safe_load(text)
+    assert raw["data"] == cfg.data.model_dump(mode="json")
+    assert raw["policy"]["promote_tolerance"] == 0.01  # untouched knobs stay
+    for key, value in result.knobs().items():
+        assert raw["policy"][key] == value
+    GreenloopConfig.model_validate(raw)  # still a valid config
+    assert tuned_yaml(text, result).count("# tuned by") == 1  # re-tuning: one header
+
+
+def test_load_prefix_validates_only_the_prefix(tmp_path: Path) -> None:
+    cfg = config()
+    frames = [make_frame(80, seed=s) for s in range(N_BATCHES)]
+    frames[-1]["x0"] = "not a number"  # a broken batch after the prefix is never validated
+    source = tmp_path / "source.csv"
+    pd.concat(frames, ignore_index=True).to_csv(source, index=False)
+    batches, schema, n = load_prefix(cfg, source, PREFIX)
+    assert n == N_BATCHES and [b.seq for b in batches] == [1, 2, 3, 4, 5]
+    assert "x0" in schema.numeric
