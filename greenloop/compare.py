@@ -25,7 +25,8 @@ from greenloop.policy import ALL_HISTORY
 BASELINE = ALL_HISTORY
 DEFAULT_POLICIES = ("gated", "cost-aware", "drift-retrain", "finetune", "never")
 # Which periodic variants `compare` replays whole after screening them all.
-BASELINE_CHOICES = ("frontier", "iso", "all")
+# none: only all history every batch (no iso-quality unless it qualifies).
+BASELINE_CHOICES = ("frontier", "iso", "all", "none")
 RATIO_KEYS = ("energy_total", "energy_train", "cpu_seconds", "wall_seconds", "quality_delta",
               "quality_relative")
 

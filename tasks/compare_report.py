@@ -14,18 +14,30 @@ from typing import Any
 import yaml
 
 from greenloop.compare import (
+    ACCURACY_TOLERANCE,
     BASELINE,
+    MAE_TOLERANCE,
     batch_curve,
     compare_runs,
     curve_records,
+    iso_quality,
+    mean_spread,
     mean_summary,
     overhead_share,
     read_energy_rows,
     seconds_per_batch,
+    window_summary,
 )
+from greenloop.data import BatchRejected
+from greenloop.policy import periodic_variants
+from greenloop.tune import Screened, variant_knobs
+from tasks.ingest import ingest_batch
 from tasks.reporting import write_json
 from tasks.runtime import Runtime, get_runtime
+from tasks.stream import prepare_stream
 from tasks.versioning import ensure_repo
+
+WARMUP_NAMESPACE = "cmp-warmup"
 
 CURVE_FIELDS = ("seq", "role", "decision", "rows", "quality", "prequential", "energy_kwh",
                 "train_energy_kwh", "cpu_seconds", "wall_seconds", "cumulative_energy_kwh",
@@ -54,25 +66,47 @@ def warm_up(rt: Runtime) -> None:
     rt.source  # noqa: B018 - reads the source once
 
 
-def seed_config(rt: Runtime, config: str, seed: int, drift_reports: bool) -> str:
-    """The config a compare run replays with: the given one, with model.seed + `seed`, and
-    without HTML drift reports unless asked. A report is rendered per retrain (~1.4 s here),
-    so keeping them would bill `periodic`, which retrains on every batch, for a human-facing
-    artifact a scheduled pipeline does not produce: the baseline would look worse than it is."""
-    if seed == 0 and (drift_reports or rt.cfg.drift.report == "never"):
-        return config
+def policy_config(rt: Runtime, config: str, seed: int, policy: str, drift_reports: bool,
+                  namespace: str | None = None) -> str:
+    """The config one compared policy replays with: the given one with model.seed + `seed`,
+    the policy (a periodic variant sets its cadence and window) and its own namespace,
+    `cmp-<policy>`: a fresh registered model and ledger stream, never the production
+    `<dataset>-<policy>`. Without HTML drift reports unless asked: one is rendered per
+    retrain (~1.4 s here), which would bill a schedule that retrains every batch for a
+    human-facing artifact a scheduled pipeline does not produce."""
     raw = yaml.safe_load(Path(config).read_text())
     raw.setdefault("model", {})["seed"] = rt.cfg.model.seed + seed
     if not drift_reports:
         raw.setdefault("drift", {})["report"] = "never"
-    path = out_dir(rt) / "configs" / f"{Path(config).stem}-seed{seed}.yaml"
+    knobs = variant_knobs(policy) if policy.startswith("periodic-") else {"name": policy}
+    namespace = namespace or f"cmp-{policy}"
+    raw.setdefault("policy", {}).update({**knobs, "namespace": namespace})
+    # One file per namespace: runtimes are cached per config path.
+    path = out_dir(rt) / "configs" / f"{Path(config).stem}-{namespace}-seed{seed}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return str(path)
 
 
-def collect_curve(config: str, policy: str, home: str | None) -> list[dict[str, Any]]:
-    rt = get_runtime(config, policy, home)
+def warm_ingest(rt: Runtime, config: str, home: str | None) -> int:
+    """Ingest the whole stream once, unmetered for every policy, under its own namespace:
+    the accepted Parquet files and their DVC entries are content-addressed, so afterwards
+    every compared policy finds them and pays the same (hash + validate), instead of the
+    first one paying all writes. Returns the number of batches accepted."""
+    path = policy_config(rt, config, 0, rt.cfg.policy.name, False, WARMUP_NAMESPACE)
+    wrt = get_runtime(path, None, home)
+    wrt.ledger.reset(wrt.model_name)
+    accepted = 0
+    for arrival in prepare_stream(wrt):
+        try:
+            accepted += not ingest_batch(wrt, str(arrival)).duplicate
+        except BatchRejected:
+            continue  # quarantined; every policy's replay rejects it the same way
+    return accepted
+
+
+def collect_curve(config: str, home: str | None) -> list[dict[str, Any]]:
+    rt = get_runtime(config, None, home)
     points = batch_curve(rt.ledger.batches(rt.model_name),
                          read_energy_rows(rt.ws.ledger_path, rt.model_name))
     return curve_records(points)
@@ -93,21 +127,61 @@ def machine() -> dict[str, Any]:
             "platform": platform.platform(), "torch_threads": torch.get_num_threads()}
 
 
+def baselines_table(runs: dict[str, list[dict]], screened: dict[str, Screened],
+                    naive: float | None) -> dict[str, dict[str, Any]]:
+    """Every periodic variant: measured figures (mean over seeds) if it was replayed whole,
+    else its screened quality only, marked so; and `naive` (no model: quality only)."""
+    table: dict[str, dict[str, Any]] = {}
+    for name in periodic_variants():
+        s = screened.get(name)
+        row: dict[str, Any] = {"status": "screened"}
+        if s is not None:
+            row.update({"screened_quality": s.quality, "train_row_epochs": s.train_row_epochs,
+                        "quality": s.quality})
+        if name in runs:
+            per_seed = runs[name]
+            row.update({"status": "metered",
+                        "quality": mean_spread([r["prequential"] for r in per_seed])[0],
+                        "energy_kwh": mean_spread([r["energy_kwh"]["total"]
+                                                   for r in per_seed])[0],
+                        "cpu_seconds": mean_spread([r["cpu_seconds"]["total"]
+                                                    for r in per_seed])[0],
+                        "wall_seconds": mean_spread([r["wall_seconds"] for r in per_seed])[0]})
+        if s is not None or name in runs:
+            table[name] = row
+    if naive is not None:
+        table["naive"] = {"status": "no model", "quality": naive}
+    return table
+
+
 def write_compare(rt: Runtime, runs: dict[str, list[dict]], curves: dict[str, list[list[dict]]],
-                  drift_reports: bool = False) -> dict[str, Any]:
+                  drift_reports: bool = False, *, screened: dict[str, Screened] | None = None,
+                  naive: float | None = None, from_batch: int | None = None,
+                  orders: list[list[str]] | None = None) -> dict[str, Any]:
     folder = out_dir(rt)
     folder.mkdir(parents=True, exist_ok=True)
     seeds = len(next(iter(runs.values())))
+    whole = {p: mean_summary(s) for p, s in runs.items()}
+    if from_batch:  # the post-prefix part only: quality and phase energy of batches >= K
+        runs = {p: [window_summary(s, curves[p][i], from_batch) for i, s in enumerate(per)]
+                for p, per in runs.items()}
     comp = compare_runs(runs, BASELINE)
     policies = {p: mean_summary(s) for p, s in runs.items()}
     derived = {p: {"overhead_share": overhead_share(s), "seconds_per_batch": seconds_per_batch(s),
                    "energy_kwh_per_batch": s["energy_kwh"]["total"] / max(s["batches"], 1)}
                for p, s in policies.items()}
     metric = policies[BASELINE]["metric"]
+    metered_variants = {p: s for p, s in runs.items() if p.startswith("periodic-")}
+    iso = {p: iso_quality(rt.cfg.data.task, s, metered_variants)
+           for p, s in runs.items() if not p.startswith("periodic-")}
     result: dict[str, Any] = {
         "dataset": rt.cfg.name, "task": rt.cfg.data.task, "metric": metric,
         "baseline": BASELINE, "seeds": seeds, "policies": policies,
         "ratios": comp["ratios"], "derived": derived,
+        "iso_quality": iso, "from_batch": from_batch,
+        "baselines": baselines_table(runs, screened or {}, naive),
+        "tolerance": {"accuracy_points": ACCURACY_TOLERANCE, "mae_relative": MAE_TOLERANCE},
+        "orders": orders or [list(runs)] * seeds,
         "energy_method": policies[BASELINE]["energy_method"], "machine": machine(),
         "config": {"retrain": rt.cfg.train.retrain.model_dump(),
                    "finetune": rt.cfg.train.finetune.model_dump(),
@@ -118,6 +192,10 @@ def write_compare(rt: Runtime, runs: dict[str, list[dict]], curves: dict[str, li
                    "drift_html_reports": drift_reports},
         "curves": {p: f"curves/{p}.csv" for p in runs}, "report_dir": str(folder),
     }
+    for p, entry in iso.items():  # per policy too, as `policies.<p>.iso_quality`
+        policies[p] = {**policies[p], "iso_quality": entry}
+    if from_batch:
+        result["whole_run"] = whole
     if seeds > 1:
         result["spread"] = comp["spread"]
         result["runs"] = runs
@@ -156,14 +234,17 @@ def markdown(r: dict[str, Any]) -> str:
         s = spread.get(p, {}).get(key)
         return _f(r["ratios"][p][key], fmt) + (f" ± {_f(s, fmt)}" if s is not None else "")
 
-    lines = [f"# {r['dataset']}: policies compared (baseline `{r['baseline']}`)", "",
+    part = (f" on batches ≥ {r['from_batch']} (energy: the measured phases of those batches)"
+            if r.get("from_batch") else "")
+    lines = [f"# {r['dataset']}: policies compared{part}", "",
              f"Metric: prequential {m} (test-then-train, row-weighted over post-bootstrap "
              f"batches){' — lower is better' if m == 'mae' else ''}. "
              f"{'Mean ± sample std over ' + str(seeds) + ' seeds.' if seeds > 1 else 'One run.'}",
-             "",
-             f"| policy | {m} | Δ vs periodic | decisions skip/ft/retrain | energy Wh (total) "
-             "| energy Wh (train) | CPU-s | wall s | s / batch | outside training "
-             "| ratio total | ratio train | ratio CPU-s |",
+             "", *iso_lines(r), "", "## All metered runs", "",
+             f"Ratios against `{r['baseline']}` (all history, every batch).", "",
+             f"| policy | {m} | Δ vs {r['baseline']} | decisions skip/ft/retrain "
+             "| energy Wh (total) | energy Wh (train) | CPU-s | wall s | s / batch "
+             "| outside training | ratio total | ratio train | ratio CPU-s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p, s in r["policies"].items():
         e, c, d = s["energy_kwh"], s["cpu_seconds"], s["decisions"]
@@ -180,12 +261,24 @@ def markdown(r: dict[str, Any]) -> str:
             f"| {ratio(p, 'energy_total')} | {ratio(p, 'energy_train')} "
             f"| {ratio(p, 'cpu_seconds')} |")
     cfg, mach = r["config"], r["machine"]
-    lines += ["", "## How it was measured", "",
+    lines += ["", *baseline_lines(r)]
+    lines += ["", "## How it was measured", ""]
+    if r.get("from_batch"):
+        lines.append(f"- Reported on batches ≥ {r['from_batch']} only: quality over those "
+                     "batches, energy/CPU-s/wall-s = the sums of their metered phases from the "
+                     "ledger (orchestration outside phases cannot be cut per batch; whole runs "
+                     "are in compare.json `whole_run`).")
+    lines += [
               f"- Energy: {r['energy_method']}",
               "- Whole-pipeline energy = one CodeCarbon tracker around the whole replay of a "
               "policy (ingest, drift, decide, train, evaluate, register, orchestration); "
               "training energy = the sum of the metered `train` phases. CPU-seconds are the "
-              "process's user+system time over the same span; wall seconds likewise.",
+              "process's user+system time over the same span, its finished child processes "
+              "(DVC, git) included; wall seconds likewise.",
+              "- Each policy and variant replays in its own fresh namespace "
+              "(`<dataset>-cmp-<policy>`); the order is rotated across seeds "
+              f"({'; '.join(' → '.join(o) for o in r['orders'])}); the stream is ingested "
+              "once before any policy is metered, so none pays the Parquet writes and DVC adds.",
               "- \"outside training\" = 1 − train energy / whole-pipeline energy.",
               f"- Same stream, same pipeline, same recipes: full retrain {cfg['retrain']}, "
               f"fine-tune {cfg['finetune']}; retrain window "
@@ -199,6 +292,49 @@ def markdown(r: dict[str, Any]) -> str:
               f"- Machine: {mach['nproc']} CPUs, {mach['cpu_model']}, Python {mach['python']}, "
               f"{mach['platform']}.", ""]
     return "\n".join(lines)
+
+
+def iso_lines(r: dict[str, Any]) -> list[str]:
+    """The headline: each policy's energy against the cheapest periodic variant that
+    matches its quality, with the all-history ratio beside it."""
+    m, tol = r["metric"], r["tolerance"]
+    within = (f"MAE at most {100 * tol['mae_relative']:g}% above" if m == "mae"
+              else f"{m} at least {100 * tol['accuracy_points']:g} points below")
+    lines = ["## Iso-quality ratio (the headline)", "",
+             "Whole-pipeline energy ÷ that of the cheapest metered periodic variant (cadence × "
+             f"window) whose quality is within tolerance ({within} the policy's).", "",
+             f"| policy | iso-quality baseline | ratio energy | Δ {m} vs it | ratio CPU-s "
+             f"| ratio vs {r['baseline']} |", "|---|---|---|---|---|---|"]
+    for p, iso in r["iso_quality"].items():
+        allh = _f(r["ratios"][p]["energy_total"], ".3f")
+        if iso is None:
+            lines.append(f"| {p} | none within tolerance | n/a | n/a | n/a | {allh} |")
+            continue
+        sd = iso.get("energy_total_spread")
+        lines.append(f"| {p} | {iso['baseline']} | {_f(iso['energy_total'], '.3f')}"
+                     f"{' ± ' + _f(sd, '.3f') if r['seeds'] > 1 else ''} "
+                     f"| {_f(iso['quality_delta'], '+.4f')} | {_f(iso['cpu_seconds'], '.3f')} "
+                     f"| {allh} |")
+    return lines
+
+
+def baseline_lines(r: dict[str, Any]) -> list[str]:
+    m = r["metric"]
+    lines = ["## The periodic family and naive", "",
+             "Every variant screened in memory through the same per-batch step (quality and "
+             "training row-epochs; no energy); those on the quality/cost frontier replayed "
+             "whole and metered. `naive` predicts each batch with the previous labelled "
+             "batch's majority class or mean: no model, no training.", "",
+             f"| variant | status | {m} | screened {m} | train row-epochs | energy Wh | CPU-s "
+             "| wall s |", "|---|---|---|---|---|---|---|---|"]
+    for name, b in r["baselines"].items():
+        kwh = b.get("energy_kwh")
+        lines.append(f"| {name} | {b['status']} | {_f(b.get('quality'), '.4f')} "
+                     f"| {_f(b.get('screened_quality'), '.4f')} "
+                     f"| {b.get('train_row_epochs', '')} "
+                     f"| {_f(kwh * 1000 if kwh is not None else None, '.3f')} "
+                     f"| {_f(b.get('cpu_seconds'), '.1f')} | {_f(b.get('wall_seconds'), '.1f')} |")
+    return lines
 
 
 def _smooth(values: list[float], k: int) -> list[float]:
