@@ -157,9 +157,10 @@ def _best(task: str, runs: dict[str, Screened]) -> str:
 
 
 def tune_stream(cfg: GreenloopConfig, batches: Sequence[Batch], schema: Schema, prefix: float,
-                budget: int = 16) -> TuneResult:
+                budget: int = 16, total_batches: int | None = None) -> TuneResult:
     """Choose the policy's knobs and periodic's cadence/window on batches 1..K only,
-    K = ceil(prefix × len(batches)); batch K+1 and later are never read. Each family gets
+    K = ceil(prefix × n), n = total_batches or len(batches) (`load_prefix` hands over the
+    prefix alone and the total); batch K+1 and later are never read. Each family gets
     the same number of simulate runs (min(budget, 16)). The policy's pick is the cheapest
     setting (training row-epochs) within tolerance of the best periodic variant."""
     if cfg.policy.name not in TUNABLE:
@@ -167,8 +168,10 @@ def tune_stream(cfg: GreenloopConfig, batches: Sequence[Batch], schema: Schema, 
                          f"policy is {cfg.policy.name!r}")
     if budget < 1:
         raise ValueError(f"budget must be at least 1 simulate run, got {budget}")
-    n = len(batches)
+    n = len(batches) if total_batches is None else total_batches
     k = prefix_length(n, prefix)
+    if len(batches) < k:
+        raise ValueError(f"the prefix needs batches 1..{k} of {n}; only {len(batches)} given")
     if k < cfg.data.bootstrap_batches + 2:
         raise ValueError(f"prefix {prefix} of {n} batches is {k} batch(es): tuning needs the "
                          f"{cfg.data.bootstrap_batches} bootstrap batches and at least two more")

@@ -37,7 +37,7 @@ def tune(config: ConfigOpt,
     ws = Workspace.from_env(str(home) if home else None)
     try:
         batches, schema, n = load_prefix(cfg, ws.source(cfg.data.path), prefix)
-        result = tune_stream(cfg, batches, schema, prefix, budget)
+        result = tune_stream(cfg, batches, schema, prefix, budget, total_batches=n)
     except (ValueError, OSError) as e:
         _fail(str(e), 2)
     target = config if in_place else out or config.with_name(f"{config.stem}.tuned.yaml")

@@ -150,3 +150,7 @@ def test_load_prefix_validates_only_the_prefix(tmp_path: Path) -> None:
     batches, schema, n = load_prefix(cfg, source, PREFIX)
     assert n == N_BATCHES and [b.seq for b in batches] == [1, 2, 3, 4, 5]
     assert "x0" in schema.numeric
+    result = tune_stream(cfg, batches, schema, PREFIX, budget=1, total_batches=n)
+    assert (result.prefix_batches, result.total_batches) == (5, N_BATCHES)
+    with pytest.raises(ValueError, match="only 5 given"):
+        tune_stream(cfg, batches, schema, 0.8, total_batches=n)
