@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from greenloop.locks import LockTimeout, lock_path, model_lock
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
     model TEXT NOT NULL, hash TEXT NOT NULL, seq INTEGER NOT NULL,
@@ -50,11 +52,34 @@ CREATE TABLE IF NOT EXISTS duplicates (
     id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, hash TEXT NOT NULL, source TEXT,
     status TEXT, at REAL
 );
+CREATE TABLE IF NOT EXISTS service_sessions (
+    id TEXT PRIMARY KEY, started_at REAL, updated_at REAL, stopped_at REAL,
+    wall_seconds REAL, cpu_seconds REAL, energy_kwh REAL, emissions_kg REAL,
+    batch_cpu_seconds REAL, batch_energy_kwh REAL, batch_wall_seconds REAL, batches INTEGER,
+    energy_method TEXT, counted TEXT
+);
 CREATE TABLE IF NOT EXISTS quarantine (
     id INTEGER PRIMARY KEY AUTOINCREMENT, dataset TEXT, source TEXT, hash TEXT, reason TEXT,
     at REAL
 );
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, hash TEXT NOT NULL,
+    seq INTEGER NOT NULL, source TEXT, accepted_path TEXT, attempts INTEGER, error TEXT,
+    at REAL, retried_at REAL
+);
 """
+
+# Columns added after ledgers were already in the field: added in place if missing.
+MIGRATIONS = (("batches", "attempts", "INTEGER NOT NULL DEFAULT 0"),
+              ("versions", "run_id", "TEXT"))
+
+
+class LineageConflict(RuntimeError):
+    """MLflow and the ledger name one model version for two different things."""
+
+
+class LedgerBusy(RuntimeError):
+    """The model's update lock is held (a served update runs): the ledger is not reset."""
 
 TERMINAL = ("processed",)
 
@@ -74,6 +99,8 @@ class BatchRow:
     dvc_md5: str | None = None
     reason: str | None = None
     source: str | None = None
+    attempts: int = 0
+    error: str | None = None
 
 
 class Ledger:
@@ -86,6 +113,17 @@ class Ledger:
         self._all: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
         self._conn.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        for table, column, decl in MIGRATIONS:
+            have = {r["name"] for r in self._conn.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                try:
+                    self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+                except sqlite3.OperationalError as e:  # another process added it first
+                    if "duplicate column" not in str(e):
+                        raise
 
     @property
     def _conn(self) -> sqlite3.Connection:
@@ -160,6 +198,10 @@ class Ledger:
             args += statuses
         return [_batch(r) for r in self._conn.execute(q + " ORDER BY seq", args)]
 
+    def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        """A read-only query for reports (status, the service's standing cost)."""
+        return [dict(r) for r in self._conn.execute(sql, args)]
+
     def update_index(self, model: str, seq: int) -> int:
         """How many post-bootstrap batches were processed before `seq` (periodic's cadence)."""
         return int(self._conn.execute(
@@ -183,6 +225,18 @@ class Ledger:
                        reading["emissions_kg"], reading["cpu_seconds"],
                        reading["wall_seconds"], time.time()))
 
+    def last_energy_id(self) -> int:
+        return int(self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM energy").fetchone()[0])
+
+    def energy_since(self, model: str, after_id: int) -> dict[str, float]:
+        """Sums of the energy rows of `model` recorded after row `after_id` (a window)."""
+        row = self._conn.execute(
+            "SELECT COALESCE(SUM(energy_kwh),0), COALESCE(SUM(emissions_kg),0),"
+            " COALESCE(SUM(cpu_seconds),0), COALESCE(SUM(wall_seconds),0) FROM energy"
+            " WHERE model=? AND id>? AND phase!='run'", (model, after_id)).fetchone()
+        return dict(zip(("energy_kwh", "emissions_kg", "cpu_seconds", "wall_seconds"),
+                        map(float, row), strict=True))
+
     def energy_by_phase(self, model: str) -> dict[str, dict[str, float]]:
         rows = self._conn.execute(
             "SELECT phase, SUM(energy_kwh) e, SUM(emissions_kg) k, SUM(cpu_seconds) c,"
@@ -202,8 +256,9 @@ class Ledger:
         values.update(model=model, version=version, created_at=time.time())
         cols = ", ".join(values)
         with self.transaction() as c:
-            c.execute(f"INSERT OR REPLACE INTO versions ({cols}) VALUES "  # noqa: S608
-                      f"({','.join('?' * len(values))})", tuple(values.values()))
+            if not _same_version(c, model, values):  # never over another version's lineage
+                c.execute(f"INSERT INTO versions ({cols}) VALUES "  # noqa: S608
+                          f"({','.join('?' * len(values))})", tuple(values.values()))
 
     def version(self, model: str, version: int) -> dict[str, Any] | None:
         row = self._conn.execute("SELECT * FROM versions WHERE model=? AND version=?",
@@ -252,8 +307,11 @@ class Ledger:
                 raise RuntimeError(f"batch {digest[:12]} of {model} is not in the ledger")
             if version is not None:
                 row = {**version, "model": model, "created_at": now}
-                c.execute(f"INSERT OR REPLACE INTO versions ({', '.join(row)}) VALUES "  # noqa: S608
-                          f"({','.join('?' * len(row))})", tuple(row.values()))
+                # Never over an existing version's lineage: MLflow restarting its
+                # numbering (model deleted, mlflow.db replaced) must stop here.
+                if not _same_version(c, model, row):
+                    c.execute(f"INSERT INTO versions ({', '.join(row)}) VALUES "  # noqa: S608
+                              f"({','.join('?' * len(row))})", tuple(row.values()))
             if promote is not None:
                 new, expected, reason = promote
                 cur = c.execute("SELECT version FROM aliases WHERE model=? ORDER BY id DESC "
@@ -311,14 +369,106 @@ class Ledger:
                       "(?,?,?,?,?)", (dataset, source, digest, reason, time.time()))
 
     def reset(self, model: str) -> None:
-        """Forget a model's stream, for a fresh replay from the bootstrap."""
+        """Forget a model's stream, for a fresh replay from the bootstrap. Under the
+        model's update lock, and refused at once while another update holds it (a
+        served update of that model must never see its history vanish)."""
+        try:
+            with model_lock(self.path.parent, model, "update", timeout_s=0):
+                with self.transaction() as c:
+                    for table in ("batches", "versions", "aliases", "energy", "deferrals",
+                                  "duplicates", "dead_letters"):
+                        c.execute(f"DELETE FROM {table} WHERE model=?", (model,))  # noqa: S608
+        except LockTimeout as e:
+            raise LedgerBusy(
+                f"refusing to reset {model}: an update of it is running (lock "
+                f"{lock_path(self.path.parent, model + '.update')} is held); stop the "
+                f"server or wait for the update, or use another model name") from e
+
+    # -- attempts and dead letters -------------------------------------------------
+    def begin_attempt(self, model: str, digest: str) -> int:
+        """Count one more attempt at processing a batch (before it starts, so an attempt
+        killed by SIGKILL counts too); returns the attempts so far, this one included."""
         with self.transaction() as c:
-            for table in ("batches", "versions", "aliases", "energy", "deferrals",
-                          "duplicates"):
-                c.execute(f"DELETE FROM {table} WHERE model=?", (model,))  # noqa: S608
+            c.execute("UPDATE batches SET attempts=attempts+1, updated_at=? WHERE model=? AND "
+                      "hash=?", (time.time(), model, digest))
+            row = c.execute("SELECT attempts FROM batches WHERE model=? AND hash=?",
+                            (model, digest)).fetchone()
+        return int(row[0]) if row else 0
+
+    def forget_attempt(self, model: str, digest: str, error: str) -> None:
+        """An attempt that failed for a reason outside the batch (the tracking server is
+        down): it does not count towards the cap."""
+        with self.transaction() as c:
+            c.execute("UPDATE batches SET attempts=MAX(attempts-1, 0), error=?, updated_at=? "
+                      "WHERE model=? AND hash=?", (error, time.time(), model, digest))
+
+    def dead_letter(self, model: str, digest: str, error: str) -> None:
+        """Give up on a batch: status `failed`, a dead-letter row with the error; its
+        accepted file stays where it is (for `greenloop retry` and for inspection)."""
+        now = time.time()
+        with self.transaction() as c:
+            row = c.execute("SELECT * FROM batches WHERE model=? AND hash=?",
+                            (model, digest)).fetchone()
+            if row is None:
+                raise RuntimeError(f"batch {digest[:12]} of {model} is not in the ledger")
+            c.execute("UPDATE batches SET status='failed', error=?, updated_at=? WHERE model=? "
+                      "AND hash=?", (error, now, model, digest))
+            c.execute("INSERT INTO dead_letters (model, hash, seq, source, accepted_path, "
+                      "attempts, error, at) VALUES (?,?,?,?,?,?,?,?)",
+                      (model, digest, row["seq"], row["source"], row["accepted_path"],
+                       row["attempts"], error, now))
+
+    def dead_letters(self, model: str, open_only: bool = True) -> list[dict[str, Any]]:
+        q = "SELECT * FROM dead_letters WHERE model=?"
+        if open_only:
+            q += " AND retried_at IS NULL"
+        return [dict(r) for r in self._conn.execute(q + " ORDER BY seq", (model,))]
+
+    def retry_failed(self, model: str, seq: int | None = None) -> list[int]:
+        """Put failed batches (all, or the one with `seq`) back to `accepted` with a
+        fresh attempt count; returns their seqs."""
+        now = time.time()
+        with self.transaction() as c:
+            q = "SELECT seq, hash FROM batches WHERE model=? AND status='failed'"
+            args: list[Any] = [model]
+            if seq is not None:
+                q += " AND seq=?"
+                args.append(seq)
+            rows = c.execute(q + " ORDER BY seq", args).fetchall()
+            for r in rows:
+                c.execute("UPDATE batches SET status='accepted', attempts=0, updated_at=? "
+                          "WHERE model=? AND hash=?", (now, model, r["hash"]))
+                c.execute("UPDATE dead_letters SET retried_at=? WHERE model=? AND hash=? AND "
+                          "retried_at IS NULL", (now, model, r["hash"]))
+        return [int(r["seq"]) for r in rows]
+
+    def accounted_hashes(self, model: str, dataset: str) -> set[str]:
+        """Content hashes with a batch row of `model` or a quarantine row of `dataset`."""
+        rows = self._conn.execute(
+            "SELECT hash FROM batches WHERE model=? UNION SELECT hash FROM quarantine WHERE "
+            "dataset=? AND hash IS NOT NULL", (model, dataset))
+        return {str(r[0]) for r in rows}
+
+
+def _same_version(c: sqlite3.Connection, model: str, row: dict[str, Any]) -> bool:
+    """True if the ledger already holds exactly this version (same batch, same run):
+    nothing to write. A different one under the same number raises LineageConflict."""
+    old = c.execute("SELECT batch_hash, run_id FROM versions WHERE model=? AND version=?",
+                    (model, row["version"])).fetchone()
+    if old is None:
+        return False
+    if old["batch_hash"] == row.get("batch_hash") and old["run_id"] == row.get("run_id"):
+        return True
+    raise LineageConflict(
+        f"{model} v{row['version']}: the ledger has it from batch {str(old['batch_hash'])[:12]} "
+        f"(MLflow run {old['run_id']}), MLflow now gives it to batch "
+        f"{str(row.get('batch_hash'))[:12]} (run {row.get('run_id')}); the registered model "
+        f"was deleted or mlflow.db replaced. Refusing to continue: restore MLflow's database, "
+        f"or start a new stream (`greenloop run --restart`)")
 
 
 def _batch(r: sqlite3.Row) -> BatchRow:
     return BatchRow(r["model"], r["hash"], int(r["seq"]), r["status"], r["role"],
                     r["accepted_path"], r["rows"], r["decision"], r["quality_before"],
-                    r["version"], r["dvc_md5"], r["reason"], r["source"])
+                    r["version"], r["dvc_md5"], r["reason"], r["source"],
+                    int(r["attempts"] or 0), r["error"])

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 from rich.table import Table
 
 from greenloop.config import load_config
+from greenloop.data import content_hash
 from greenloop.ledger import Ledger
 from greenloop.workspace import Workspace
 
@@ -21,6 +24,19 @@ def lineage(ledger: Ledger, model: str, version: int) -> list[dict]:
         chain.append(info)
         v = info["parent"]
     return chain
+
+
+def unaccounted_arrivals(ledger: Ledger, model: str, dataset: str, ws: Workspace) -> list[Path]:
+    """Files in data/landing/<dataset>/ whose content is neither a batch of `model` nor
+    quarantined: arrivals that an ingest has not (yet) turned into a row. Files being
+    written (names starting with a dot) are left out."""
+    landing = ws.landing(dataset)
+    if not landing.is_dir():
+        return []
+    known = ledger.accounted_hashes(model, dataset)
+    files = sorted(p for p in landing.iterdir() if p.is_file() and not p.is_symlink()
+                   and not p.name.startswith("."))
+    return [p for p in files if content_hash(p) not in known]
 
 
 def render_status(config: str, policy: str | None, home: str | None, history: bool,
@@ -49,9 +65,23 @@ def render_status(config: str, policy: str | None, home: str | None, history: bo
     total = sum(v["energy_kwh"] or 0 for k, v in bill.items() if k != "run")
     out.print(f"energy bill (all phases, all attempts): {total * 1000:.4f} Wh")
     counts = ledger.status_counts(name)
+    unaccounted = unaccounted_arrivals(ledger, name, cfg.name, ws)
     out.print("arrivals: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
               + f"; {ledger.duplicates(name)} duplicate(s) dropped; "
-              f"{ledger.quarantine_count(cfg.name)} file(s) quarantined")
+              f"{ledger.quarantine_count(cfg.name)} file(s) quarantined; "
+              f"{len(unaccounted)} file(s) in landing with no ledger or quarantine row")
+    for path in unaccounted[:last]:
+        out.print(f"  not yet ingested: {path}")
+    dead = ledger.dead_letters(name)
+    if dead:
+        t = Table(title=f"failed batches ({len(dead)}), set aside after their attempts; "
+                        "`greenloop retry` puts them back")
+        for col in ("seq", "attempts", "source", "error"):
+            t.add_column(col)
+        for d in dead:
+            t.add_row(str(d["seq"]), str(d["attempts"]), str(d["source"] or ""),
+                      str(d["error"] or "")[:120])
+        out.print(t)
     t = Table(title=f"last {last} batches")
     for col in ("seq", "status", "decision", "reason", "quality before", "version"):
         t.add_column(col)

@@ -1,4 +1,5 @@
-"""`greenloop rollback`: move the champion back, and say why (issue 5).
+"""`greenloop rollback`: move the champion back, and say why (issue 5); `greenloop retry`:
+put dead-lettered batches back (issue 13).
 
 Registered on the main Typer app by `greenloop_cli/main.py` importing this module.
 """
@@ -32,3 +33,30 @@ def rollback(config: ConfigOpt, policy: PolicyOpt = None, home: HomeOpt = None,
         _fail(str(e))
         return
     typer.echo(f"{done.model}: champion v{done.previous} -> v{done.version} ({done.reason})")
+
+
+@app.command()
+def retry(config: ConfigOpt, policy: PolicyOpt = None, home: HomeOpt = None,
+          seq: Annotated[int | None, typer.Option(
+              "--seq", help="the failed batch to put back (default: every failed batch)")] = None
+          ) -> None:
+    """Put failed (dead-lettered) batches back to `accepted`, with fresh attempts: the next
+    update (`greenloop ingest`, a served run) processes them in arrival order."""
+    _env()
+    _check_config(config)
+    from greenloop.config import load_config
+    from greenloop.ledger import Ledger
+    from greenloop.workspace import Workspace
+
+    cfg = load_config(config)
+    if policy:
+        cfg = cfg.with_policy(policy)
+    model = f"{cfg.name}-{cfg.policy.namespace or cfg.policy.name}"
+    ws = Workspace.from_env(str(home) if home else None)
+    if not ws.ledger_path.exists():
+        _fail(f"no ledger at {ws.ledger_path}: nothing has run here yet")
+    back = Ledger(ws.ledger_path).retry_failed(model, seq)
+    if not back:
+        _fail(f"{model}: no failed batch" + (f" with seq {seq}" if seq is not None else ""))
+    typer.echo(f"{model}: batch(es) {', '.join(map(str, back))} back to accepted; the next "
+               f"update processes them")

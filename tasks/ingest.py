@@ -11,6 +11,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from greenloop.data import BatchRejected, content_hash, read_table, validate_batch
 from greenloop.faults import checkpoint
 from greenloop.locks import model_lock
@@ -72,15 +74,51 @@ def quarantine(rt: Runtime, path: str, digest: str | None, reason: str) -> Path:
         src: Path | None = resolve_arrival(rt, path)
     except BatchRejected:
         src = None
-    target = folder / name
+    target = free_name(folder, name, digest)
     if src is not None:
         if rt.ws.landing(rt.cfg.name).resolve() in src.parents:
             shutil.move(str(src), target)
         else:
             shutil.copyfile(src, target)
-    (folder / f"{name}.reason.txt").write_text(reason + "\n")
+    (folder / f"{target.name}.reason.txt").write_text(reason + "\n")
     rt.ledger.quarantined(rt.cfg.name, path, digest, reason)
     return target
+
+
+def free_name(folder: Path, name: str, digest: str | None) -> Path:
+    """`folder/name`, or if an earlier reject has that name (or its reason file),
+    `name` with the content hash (or a counter) before its suffix: never overwrite one."""
+    def taken(p: Path) -> bool:
+        return p.exists() or p.with_name(f"{p.name}.reason.txt").exists()
+
+    target = folder / name
+    stem, suffix = Path(name).stem, Path(name).suffix
+    if taken(target) and digest:
+        target = folder / f"{stem}.{digest[:12]}{suffix}"
+    n = 1
+    while taken(target):
+        target = folder / f"{stem}.{n}{suffix}"
+        n += 1
+    return target
+
+
+def durable_write(frame: pd.DataFrame, path: Path) -> None:
+    """Write `path` atomically and durably: the Parquet bytes and the rename reach the
+    disk before the caller records the batch as `accepted`, so a machine crash (power,
+    kernel) cannot leave an accepted row pointing at an empty or missing file."""
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    frame.to_parquet(tmp, index=False)
+    fsync_path(tmp)
+    tmp.replace(path)  # atomic: a crash never leaves half a batch
+    fsync_path(path.parent)
+
+
+def fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @quoted_task("ingest")
@@ -125,11 +163,9 @@ def _ingest(rt: Runtime, path: str, recovery: bool = False) -> Ingested:
             return Ingested(digest, seq, status, duplicate=True)
         checkpoint("ingest")
         accepted = rt.ws.accepted(rt.cfg.name) / f"{digest[:24]}.parquet"
-        if not accepted.exists():
+        if not accepted.exists() or accepted.stat().st_size == 0:
             accepted.parent.mkdir(parents=True, exist_ok=True)
-            tmp = accepted.with_suffix(f".{os.getpid()}.tmp")
-            frame.to_parquet(tmp, index=False)
-            tmp.replace(accepted)  # atomic: a crash never leaves half a batch
+            durable_write(frame, accepted)
         ensure_repo(rt.ws.home)
         md5 = dvc_add(rt.ws.home, accepted)
         rt.ledger.update_batch(rt.model_name, digest, status="accepted", rows=len(frame),

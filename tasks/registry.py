@@ -9,6 +9,7 @@ import shutil
 from greenloop.energy import Reading
 from greenloop.evaluate import metric_name
 from greenloop.faults import checkpoint
+from greenloop.ledger import LineageConflict
 from greenloop.steps import quality_gain
 from tasks.mlmodel import write_mlmodel
 from tasks.pipeline import Work
@@ -140,16 +141,32 @@ def _register_candidate(rt: Runtime, work: Work, run_id: str,
             "train_energy_kwh": f"{train.energy_kwh if train else 0.0:.9f}",
             "lineage_energy_kwh": f"{lineage:.9f}", "promotion": work.verdict.reason}
     version = rt.tracker.register(rt.model_name, run_id, staging, tags)
+    check_identity(rt, version, work.batch.digest, run_id)
     final = folder / f"v{version}"
-    shutil.rmtree(final, ignore_errors=True)
+    shutil.rmtree(final, ignore_errors=True)  # an orphan's files: no ledger row names it
     staging.replace(final)
     row: dict[str, object] = dict(
         version=version, parent=parent, decision=work.decision.action,
         reason=work.decision.reason, batch_hash=work.batch.digest,
         trained_through=work.batch.seq, reference_quality=work.verdict.eval_quality,
         holdout_gain=quality_gain(rt.cfg.data.task, work.verdict), energy_kwh=energy_kwh,
-        lineage_energy_kwh=lineage, data_md5=md5)
+        lineage_energy_kwh=lineage, data_md5=md5, run_id=run_id)
     return version, row
+
+
+def check_identity(rt: Runtime, version: int, digest: str, run_id: str) -> None:
+    """The version number MLflow just gave must be new to the ledger: if a ledger row
+    already names it (another batch or run), MLflow's numbering restarted (registered
+    model deleted, mlflow.db replaced) and continuing would overwrite lineage."""
+    known = rt.ledger.version(rt.model_name, version)
+    if known is None or (known["batch_hash"] == digest and known.get("run_id") == run_id):
+        return
+    raise LineageConflict(
+        f"{rt.model_name} v{version}: MLflow registered it for batch {digest[:12]} (run "
+        f"{run_id}), but the ledger already has v{version} from batch "
+        f"{str(known['batch_hash'])[:12]} (run {known.get('run_id')}). MLflow's registry "
+        f"and the ledger disagree (registered model deleted or mlflow.db replaced); refusing "
+        f"to continue. Restore MLflow's database, or start a new stream with --restart")
 
 
 def promote(rt: Runtime, version: int, expected: int | None, reason: str) -> bool:

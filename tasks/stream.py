@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from greenloop.data import write_stream
+from greenloop.redact import redact
 from greenloop.summary import build_summary
 from tasks.runtime import Runtime
 
@@ -15,7 +16,7 @@ def prepare_stream(rt: Runtime) -> list[Path]:
 
 
 def summarize(rt: Runtime) -> dict[str, Any]:
-    mlflow = {"tracking_uri": rt.tracking_uri, "experiment": rt.experiment,
+    mlflow = {"tracking_uri": redact(rt.tracking_uri), "experiment": rt.experiment,
               "registered_model": rt.model_name,
               "champion_version": rt.ledger.champion(rt.model_name)}
     return build_summary(rt.ledger, model=rt.model_name, dataset=rt.cfg.name,
