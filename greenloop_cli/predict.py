@@ -4,6 +4,7 @@ app of greenloop_cli/main.py). MLflow and torch are imported inside the command.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +25,7 @@ def predict(config: ConfigOpt,
             policy: PolicyOpt = None, home: HomeOpt = None) -> None:
     """Score FILE with the champion; write <FILE stem>.predictions.csv beside it."""
     _env()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stdout: the path
     _check_config(config)
     if not file.is_file():
         _fail(f"no such file: {file}", 2)

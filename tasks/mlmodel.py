@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -130,41 +129,24 @@ class ScoringError(ValueError):
     """A model or input that cannot be scored; the message says which and why."""
 
 
-def model_uri(model_name: str, version: int | None) -> str:
-    return f"models:/{model_name}/{version}" if version is not None else \
-        f"models:/{model_name}@{CHAMPION}"
-
-
 def load_version(tracking_uri: str, model_name: str,
                  version: int | None = None) -> mlflow.pyfunc.PyFuncModel:
-    """The champion (or `version`) through MLflow's own pyfunc loader, the path
-    `mlflow models serve` takes too; `tracking_uri` is also the registry."""
+    """The champion (or `version`) through MLflow's own pyfunc loader, the one that
+    `mlflow models serve` uses; `tracking_uri` is also the registry. The version's
+    files are fetched with the URI passed explicitly: `mlflow.set_tracking_uri` would
+    also set MLFLOW_TRACKING_URI for the whole process (and every later Runtime)."""
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     try:
-        if version is None:
-            client.get_model_version_by_alias(model_name, CHAMPION)
-        else:
-            client.get_model_version(model_name, str(version))
+        mv = client.get_model_version_by_alias(model_name, CHAMPION) if version is None \
+            else client.get_model_version(model_name, str(version))
     except MlflowException as e:
         what = f"no version {version}" if version is not None else \
             "no champion yet (run `greenloop run` first?)"
         raise ScoringError(f"model {model_name!r} in {tracking_uri} has {what}") from e
-    with _store(tracking_uri):
-        return mlflow.pyfunc.load_model(model_uri(model_name, version))
-
-
-@contextmanager
-def _store(tracking_uri: str) -> Iterator[None]:
-    """Point MLflow's `models:/` resolution at this store for one call (it reads the
-    process-wide setting), then put the previous setting back."""
-    previous = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
+    with tempfile.TemporaryDirectory(prefix="greenloop-model-") as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=tmp,
+                                                    tracking_uri=tracking_uri)
+        return mlflow.pyfunc.load_model(local)  # load_context reads every file it needs
 
 
 def score(loaded: mlflow.pyfunc.PyFuncModel, frame: pd.DataFrame) -> pd.Series:

@@ -137,6 +137,8 @@ def test_a_batch_run_declares_its_dataset_and_its_parent(store: Store) -> None:
 
 def test_score_names_missing_columns_and_converts_exact_integers(store: Store) -> None:
     loaded = load_version(store.uri, MODEL)
+    # No process-wide URI left behind: later Runtimes read MLFLOW_TRACKING_URI first.
+    assert "MLFLOW_TRACKING_URI" not in os.environ
     batch = _frame(10, seed=4)
     with pytest.raises(ScoringError, match="count, day"):
         score(loaded, batch.drop(columns=["count", "day"]))
@@ -215,11 +217,12 @@ def test_the_served_champion_scores_rows_over_http(store: Store, served: str) ->
     assert got == store.model.predict(batch).tolist()
 
 
-def _cli(*args: str) -> tuple[int, str]:
+def _cli(*args: str) -> tuple[int, str, str]:
+    """Exit code, stdout, and both streams together (for messages)."""
     from greenloop_cli.main import app
 
     result = CliRunner().invoke(app, list(args))
-    return result.exit_code, result.output + (result.stderr if result.stderr_bytes else "")
+    return result.exit_code, result.stdout, result.output
 
 
 def test_predict_writes_the_champions_predictions_beside_the_file(store: Store) -> None:
@@ -227,17 +230,17 @@ def test_predict_writes_the_champions_predictions_beside_the_file(store: Store) 
     rows = _frame(30, seed=7)
     target = store.home / "incoming.csv"
     rows.to_csv(target, index=False)
-    code, output = _cli("predict", "--config", str(config), "--home", str(store.home),
-                        str(target))
+    code, stdout, output = _cli("predict", "--config", str(config), "--home", str(store.home),
+                                str(target))
     assert code == 0, output
     written = store.home / "incoming.predictions.csv"
-    assert output.strip().endswith(str(written))
+    assert stdout.strip() == str(written)  # the path alone: scripts can read it
     scored = pd.read_csv(written)
     assert list(scored.columns) == [*rows.columns, "prediction"] and len(scored) == 30
     assert (scored["prediction"].to_numpy() == store.model.predict(rows)).all()
 
-    code, output = _cli("predict", "--config", str(config), "--home", str(store.home),
-                        "--version", "1", str(target))
+    code, _, output = _cli("predict", "--config", str(config), "--home", str(store.home),
+                           "--version", "1", str(target))
     assert code == 0, output
 
 
@@ -246,11 +249,11 @@ def test_predict_fails_clearly(store: Store) -> None:
     partial = store.home / "partial.csv"
     _frame(5, seed=8).drop(columns=["x2"]).to_csv(partial, index=False)
     base = ("predict", "--config", str(config), "--home", str(store.home))
-    code, output = _cli(*base, str(partial))
+    code, _, output = _cli(*base, str(partial))
     assert code == 2 and "x2" in output and "lacks" in output
-    code, output = _cli(*base, str(store.home / "absent.csv"))
+    code, _, output = _cli(*base, str(store.home / "absent.csv"))
     assert code == 2 and "no such file" in output
-    code, output = _cli(*base, "--policy", "periodic", str(partial))
+    code, _, output = _cli(*base, "--policy", "periodic", str(partial))
     assert code == 2 and "no champion yet" in output
     assert not (store.home / "partial.predictions.csv").exists()
 
