@@ -40,7 +40,8 @@ def test_replay_registers_versions_tags_alias_and_summary(prefect_harness, home:
     assert int(champion.version) == summary["mlflow"]["champion_version"]
 
     exp = client.get_experiment_by_name("greenloop-synth")
-    runs = client.search_runs([exp.experiment_id])
+    runs = [r for r in client.search_runs([exp.experiment_id])
+            if "mlflow.parentRunId" in r.data.tags]  # the batch runs, under the replay's run
     assert len(runs) == 6
     assert all(r.data.tags["policy"] == "gated" for r in runs)
     acted = [r for r in runs if r.data.tags["decision"] == "retrain"
