@@ -66,11 +66,19 @@ class RecipeConfig(_Strict):
     batch_size: int = Field(default=64, gt=0)
     lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
+    # Early stopping: hold out `validation_fraction` of the training rows and stop when
+    # their loss has not improved for `patience` epochs (best weights kept); `epochs` is
+    # then the cap. None = a fixed `epochs`, as an explicit recipe always meant.
+    patience: int | None = Field(default=None, gt=0)
+    validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
+    # Regression loss on the standardised target; l1 optimises the MAE that is reported.
+    loss: Literal["mse", "l1", "huber"] = "mse"
 
 
 class TrainConfig(_Strict):
-    retrain: RecipeConfig = RecipeConfig(epochs=10)
-    finetune: RecipeConfig = RecipeConfig(epochs=3)
+    # The defaults stop on a holdout of the training rows (issue 11): up to 30 / 10 epochs.
+    retrain: RecipeConfig = RecipeConfig(epochs=30, patience=3, loss="l1")
+    finetune: RecipeConfig = RecipeConfig(epochs=10, patience=2, loss="l1")
     retrain_window_batches: int | None = Field(
         default=None, gt=0, description="full retrain on the last N batches; null = all history"
     )
@@ -92,16 +100,21 @@ class DriftConfig(_Strict):
 
 class PolicyConfig(_Strict):
     name: Literal["gated", "periodic", "drift-retrain", "finetune", "never", "cost-aware"] = "gated"
-    finetune_drift_share: float = Field(default=0.5, ge=0, le=1)
-    retrain_drift_share: float = Field(default=0.5, ge=0, le=1)
-    finetune_quality_drop: float = Field(default=0.02)
-    retrain_quality_drop: float = Field(default=0.10)
+    # Thresholds: None (the default) = calibrated on the stream itself (greenloop/
+    # calibrate.py): a drop in standard errors of the batch metric, drift beyond the
+    # reference batches' own variation. A number is used as given, as before.
+    finetune_drift_share: float | None = Field(default=None, ge=0, le=1)
+    retrain_drift_share: float | None = Field(default=None, ge=0, le=1)
+    finetune_quality_drop: float | None = Field(default=None)
+    retrain_quality_drop: float | None = Field(default=None)
     periodic_every: int = Field(default=1, gt=0)
     # What a scheduled pipeline retrains on: all history (null) or the last N batches.
     periodic_window_batches: int | None = Field(default=None, gt=0)
     points_per_kwh: float = Field(default=1000.0, gt=0, description="cost-aware trade-off")
-    promote_tolerance: float = Field(default=0.0, ge=0)
-    forgetting_tolerance: float = Field(default=0.05, ge=0)
+    # None (the default) = a paired test on the holdout rows: refused only when the
+    # candidate is significantly worse there. A number: the fixed tolerance, as before.
+    promote_tolerance: float | None = Field(default=None, ge=0)
+    forgetting_tolerance: float | None = Field(default=None, ge=0)
     # Registered model <dataset>-<namespace> instead of <dataset>-<policy>: `compare` runs
     # every policy and baseline variant in its own fresh namespace (cmp-<policy>), so it
     # never touches the production model and two periodic variants never share a champion.

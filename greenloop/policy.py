@@ -9,9 +9,11 @@ which rows (`greenloop/steps.py: training_rows`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from greenloop.calibrate import FINETUNE_SE, RETRAIN_SE, beyond_null, stale
 from greenloop.config import PolicyConfig
 
 Action = Literal["skip", "finetune", "retrain"]
@@ -26,6 +28,14 @@ class Observation:
     new_classes: list[str] = field(default_factory=list)
     mean_energy_kwh: dict[str, float] = field(default_factory=dict)  # measured, per action
     mean_gain: dict[str, float] = field(default_factory=dict)  # measured holdout gain per action
+    # The stream's own noise (greenloop/calibrate.py), for thresholds left to calibrate:
+    # the standard error of `quality_drop` at this batch's size, and the drift shares of
+    # the reference batches against each other. NaN / empty: not measured.
+    quality_se: float = math.nan
+    drift_null_shares: tuple[float, ...] = ()
+    # Batches the champion learned from, and batches accepted since (the learning curve).
+    seen_batches: int = 0
+    unseen_batches: int = 0
 
 
 @dataclass(frozen=True)
@@ -45,25 +55,54 @@ def _drift_text(obs: Observation) -> str:
     return f"drift share {obs.drift_share:.2f}" + (f" ({cols})" if cols else "")
 
 
+def drift_over(threshold: float | None, obs: Observation) -> tuple[bool, str]:
+    """Drift share over a fixed threshold, or (None) beyond the reference batches' own
+    batch-to-batch shares; with the text that says which."""
+    if threshold is not None:
+        return obs.drift_share >= threshold, f"{_drift_text(obs)} vs {threshold}"
+    null = max(obs.drift_null_shares, default=math.nan)
+    return beyond_null(obs.drift_share, obs.drift_null_shares), \
+        f"{_drift_text(obs)} vs reference-batch null max {null:.2f}"
+
+
+def drop_over(threshold: float | None, standard_errors: float,
+              obs: Observation) -> tuple[bool, str]:
+    """Quality drop over a fixed threshold, or (None) over `standard_errors` standard
+    errors of the batch metric at this batch's size."""
+    drop = obs.quality_drop
+    if threshold is not None:
+        return drop >= threshold, f"quality drop {drop:.3f} vs {threshold}"
+    limit = standard_errors * obs.quality_se
+    return drop >= limit, (f"quality drop {drop:.3f} vs {standard_errors:g} SE "
+                           f"= {limit:.3f}")
+
+
 @dataclass(frozen=True)
 class Gated:
-    """Skip / fine-tune / retrain by thresholds; a retrain needs drift over its threshold."""
+    """Skip / fine-tune / retrain by thresholds; a retrain needs drift over its threshold.
+    A threshold left None is calibrated on the stream (`drift_over`, `drop_over`)."""
 
     cfg: PolicyConfig
     name: str = "gated"
 
     def decide(self, obs: Observation) -> Decision:
-        c, drop = self.cfg, obs.quality_drop
-        if obs.drift_share >= c.retrain_drift_share and drop >= c.retrain_quality_drop:
-            return Decision("retrain", f"{_drift_text(obs)} ≥ {c.retrain_drift_share} and "
-                                       f"quality drop {drop:.3f} ≥ {c.retrain_quality_drop}")
+        c = self.cfg
+        retrain_drift, drift_text = drift_over(c.retrain_drift_share, obs)
+        retrain_drop, drop_text = drop_over(c.retrain_quality_drop, RETRAIN_SE, obs)
+        if retrain_drift and retrain_drop:
+            return Decision("retrain", f"{drift_text} and {drop_text}: both over")
+        if c.retrain_quality_drop is None and stale(obs.seen_batches, obs.unseen_batches):
+            return Decision("retrain", f"{obs.unseen_batches} batch(es) not learned from, "
+                                       f"{obs.seen_batches} learned: the history has grown")
         if obs.new_classes:
             return Decision("finetune", f"new class(es) {', '.join(obs.new_classes)}")
-        if drop >= c.finetune_quality_drop:
-            return Decision("finetune", f"quality drop {drop:.3f} ≥ {c.finetune_quality_drop}")
-        if obs.drift_share >= c.finetune_drift_share:
-            return Decision("finetune", f"{_drift_text(obs)} ≥ {c.finetune_drift_share}")
-        return Decision("skip", f"{_drift_text(obs)} and quality drop {drop:.3f} below thresholds")
+        finetune_drop, drop_text = drop_over(c.finetune_quality_drop, FINETUNE_SE, obs)
+        if finetune_drop:
+            return Decision("finetune", f"{drop_text}: over")
+        finetune_drift, drift_text = drift_over(c.finetune_drift_share, obs)
+        if finetune_drift:
+            return Decision("finetune", f"{drift_text}: over")
+        return Decision("skip", f"{drift_text} and {drop_text}: below")
 
 
 @dataclass(frozen=True)
@@ -88,9 +127,10 @@ class DriftRetrain:
     name: str = "drift-retrain"
 
     def decide(self, obs: Observation) -> Decision:
-        if obs.drift_share >= self.cfg.retrain_drift_share or obs.new_classes:
-            return Decision("retrain", f"{_drift_text(obs)} ≥ {self.cfg.retrain_drift_share}")
-        return Decision("skip", f"{_drift_text(obs)} < {self.cfg.retrain_drift_share}")
+        drifted, text = drift_over(self.cfg.retrain_drift_share, obs)
+        if drifted or obs.new_classes:
+            return Decision("retrain", f"{text}: over")
+        return Decision("skip", f"{text}: below")
 
 
 @dataclass(frozen=True)
@@ -132,7 +172,7 @@ class CostAware:
         drop = max(obs.quality_drop, 0.0)
         values: dict[Action, float] = {"skip": 0.0}
         for a in ("finetune", "retrain"):
-            if a == "retrain" and obs.drift_share < self.cfg.retrain_drift_share:
+            if a == "retrain" and not drift_over(self.cfg.retrain_drift_share, obs)[0]:
                 continue  # a full retrain only when drift crosses its threshold
             gain = min(drop, max(obs.mean_gain.get(a, drop), 0.0))
             values[a] = gain - obs.mean_energy_kwh[a] / self.cfg.points_per_kwh

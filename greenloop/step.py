@@ -22,7 +22,16 @@ from greenloop.drift import DriftResult, detect
 from greenloop.evaluate import evaluate, relative_drop
 from greenloop.model import TabularModel
 from greenloop.policy import Decision, Observation, Policy
-from greenloop.steps import Batch, Verdict, concat, judge, train_candidate, training_rows
+from greenloop.steps import (
+    Batch,
+    Verdict,
+    concat,
+    drift_null,
+    judge,
+    quality_se,
+    train_candidate,
+    training_rows,
+)
 
 
 @dataclass(frozen=True)
@@ -126,7 +135,7 @@ def step(inp: StepInput, cfg: GreenloopConfig, schema: Schema, policy: Policy,
             reference = reference_window(inp, cfg)
             drift = detect(concat([b.frame for b in reference]), inp.batch.frame, schema,
                            cfg.drift)
-        decision = _decide(inp, cfg, policy, quality_before, drift)
+        decision = _decide(inp, cfg, policy, quality_before, drift, reference, schema)
     else:
         decision = bootstrap_decision(inp, cfg)
     if champion is not None and not labelled_rows(inp.batch, cfg):
@@ -144,21 +153,37 @@ def step(inp: StepInput, cfg: GreenloopConfig, schema: Schema, policy: Policy,
         candidate = train_candidate(decision.action, champion, rows, schema, cfg, seed)
     with edges.phase("evaluate", decision.action):
         window = reference or inp.history[-cfg.drift.reference_batches:]
+        if cfg.policy.forgetting_tolerance is None:
+            # The calibrated forgetting check asks about the recent past, not the
+            # champion's window: after a concept change that window would refuse every
+            # candidate that adapted, and stay the champion's for ever.
+            window = inp.history[-cfg.drift.reference_batches:]
         verdict = judge(candidate, champion, inp.batch.holdout,
                         concat([b.holdout for b in window]), cfg)
     return StepOutcome(quality_before, drift, decision, reference, len(rows), candidate, verdict)
 
 
 def _decide(inp: StepInput, cfg: GreenloopConfig, policy: Policy, quality_before: float,
-            drift: DriftResult) -> Decision:
+            drift: DriftResult, reference: list[Batch], schema: Schema) -> Decision:
     reference_quality = inp.champion.reference_quality
     if reference_quality is None or math.isnan(reference_quality):
         reference_quality = quality_before
+    # The stream's own noise, for thresholds left to calibrate (greenloop/calibrate.py).
+    p = cfg.policy
+    calibrating_drift = policy.name in ("gated", "drift-retrain", "cost-aware") and (
+        p.finetune_drift_share is None or p.retrain_drift_share is None)
+    null = drift_null(reference, schema, cfg.drift) if calibrating_drift else ()
+    se = quality_se(inp.champion.model, inp.batch.frame, cfg.data.target, reference_quality) \
+        if inp.champion.model is not None else math.nan
+    through = inp.champion.trained_through
+    seen = sum(1 for b in inp.history if through is not None and b.seq <= through)
     obs = Observation(
         batch_index=inp.update_index, drift_share=drift.share, drifted_columns=drift.drifted,
         quality_drop=relative_drop(cfg.data.task, reference_quality, quality_before),
         new_classes=new_classes(inp.champion.model, inp.batch, cfg),
-        mean_energy_kwh=inp.mean_energy_kwh, mean_gain=inp.mean_gain)
+        mean_energy_kwh=inp.mean_energy_kwh, mean_gain=inp.mean_gain,
+        quality_se=se, drift_null_shares=null, seen_batches=seen,
+        unseen_batches=len(inp.history) + 1 - seen)
     return policy.decide(obs)
 
 

@@ -15,8 +15,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from greenloop.config import GreenloopConfig
+from greenloop.calibrate import drop_se, paired_worse, row_losses
+from greenloop.config import DriftConfig, GreenloopConfig
 from greenloop.data import Schema
+from greenloop.drift import detect
 from greenloop.evaluate import evaluate, labelled, relative_drop
 from greenloop.model import TabularModel
 from greenloop.policy import Action
@@ -120,14 +122,68 @@ def judge(candidate: TabularModel, champion: TabularModel | None, recent: pd.Dat
     champ_r, champ_f = evaluate(champion, recent, target), evaluate(champion, reference, target)
     worse_recent = relative_drop(task, champ_r, cand_r)
     forgot = relative_drop(task, champ_f, cand_f) if len(reference) else 0.0
-    if worse_recent > p.promote_tolerance:
-        return Verdict(False, f"candidate worse on recent holdout by {worse_recent:.3f}",
+    why = refusal(p.promote_tolerance, worse_recent, candidate, champion, recent, cfg)
+    if why:
+        return Verdict(False, f"candidate worse on recent holdout {why}",
                        cand_r, champ_r, cand_f, champ_f, pooled)
-    if forgot > p.forgetting_tolerance:
-        return Verdict(False, f"candidate forgot: reference holdout worse by {forgot:.3f}",
+    why = refusal(p.forgetting_tolerance, forgot, candidate, champion, reference, cfg) \
+        if len(reference) else None
+    if why:
+        return Verdict(False, f"candidate forgot: reference holdout worse {why}",
                        cand_r, champ_r, cand_f, champ_f, pooled)
     return Verdict(True, f"recent {cand_r:.3f} vs {champ_r:.3f}, reference {cand_f:.3f} vs "
                          f"{champ_f:.3f}", cand_r, champ_r, cand_f, champ_f, pooled)
+
+
+def refusal(tolerance: float | None, drop: float, candidate: TabularModel,
+            champion: TabularModel, holdout: pd.DataFrame, cfg: GreenloopConfig) -> str | None:
+    """Why the candidate is refused on `holdout`, or None. A fixed tolerance compares the
+    drop; None (the default) is a paired test on the same rows: refused only when the
+    candidate is significantly worse (greenloop/calibrate.py: paired_worse)."""
+    if tolerance is not None:
+        return f"by {drop:.3f}" if drop > tolerance else None
+    target = cfg.data.target
+    test = paired_worse(cfg.data.task, row_losses_of(candidate, holdout, target),
+                        row_losses_of(champion, holdout, target))
+    return f"(paired test: {test.reason})" if test.worse else None
+
+
+def row_losses_of(model: TabularModel, frame: pd.DataFrame, target: str) -> np.ndarray:
+    """The model's per-row loss on the labelled rows of `frame` (0/1 or absolute error)."""
+    rows = labelled(frame, target)
+    if len(rows) == 0:
+        return np.zeros(0)
+    return row_losses(model.pre.task, rows[target], model.predict(rows))
+
+
+def quality_se(model: TabularModel, frame: pd.DataFrame, target: str,
+               reference_quality: float) -> float:
+    """The standard error of the model's quality drop on this batch, in drop units."""
+    losses = row_losses_of(model, frame, target)
+    return drop_se(model.pre.task, losses, reference_quality) if len(losses) else float("nan")
+
+
+# The reference window changes only when the champion does: its null is computed once.
+_NULL_CACHE: dict[tuple[object, ...], tuple[float, ...]] = {}
+_NULL_CACHE_SIZE = 64
+
+
+def drift_null(reference: list[Batch], schema: Schema, drift_cfg: DriftConfig
+               ) -> tuple[float, ...]:
+    """The drift share of each reference batch against the other reference batches: how
+    much this stream drifts from batch to batch when nothing unusual happens."""
+    if len(reference) < 2:
+        return ()
+    key = (tuple(b.digest for b in reference), schema, drift_cfg)
+    if key not in _NULL_CACHE:
+        shares = []
+        for i, b in enumerate(reference):
+            others = concat([o.frame for j, o in enumerate(reference) if j != i])
+            shares.append(detect(others, b.frame, schema, drift_cfg).share)
+        if len(_NULL_CACHE) >= _NULL_CACHE_SIZE:
+            _NULL_CACHE.pop(next(iter(_NULL_CACHE)))
+        _NULL_CACHE[key] = tuple(shares)
+    return _NULL_CACHE[key]
 
 
 def not_finite(model: TabularModel, scored: dict[str, tuple[pd.DataFrame, float]],
@@ -164,5 +220,6 @@ def quality_gain(task: str, verdict: Verdict) -> float:
     return -relative_drop(task, verdict.champion_recent, verdict.candidate_recent)
 
 
-__all__ = ["Batch", "Verdict", "concat", "judge", "make_batch", "not_finite", "quality_gain",
-           "raw_outputs", "train_candidate", "training_rows"]
+__all__ = ["Batch", "Verdict", "concat", "drift_null", "judge", "make_batch", "not_finite",
+           "quality_gain", "quality_se", "raw_outputs", "refusal", "row_losses_of",
+           "train_candidate", "training_rows"]

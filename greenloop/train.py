@@ -6,6 +6,8 @@ collate costs more than the tiny MLP itself on two cores).
 
 from __future__ import annotations
 
+import copy
+
 import pandas as pd
 import torch
 from torch import nn
@@ -29,9 +31,10 @@ def fit(model: TabularModel, frame: pd.DataFrame, target: str, recipe: RecipeCon
     x = model.pre.features(frame)
     y = model.pre.targets(frame[target])
     classify = model.pre.task == "classification"
-    loss_fn: nn.Module = nn.CrossEntropyLoss() if classify else nn.MSELoss()
+    loss_fn = _loss_fn(classify, recipe)
     opt = torch.optim.Adam(model.net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     gen = torch.Generator().manual_seed(seed)
+    x, y, stopper = _early_stopping(model, x, y, loss_fn, recipe, gen)
     model.net.train()
     last = float("nan")
     for _ in range(recipe.epochs):
@@ -46,8 +49,69 @@ def fit(model: TabularModel, frame: pd.DataFrame, target: str, recipe: RecipeCon
             opt.step()
             total += loss.item() * len(idx)
         last = total / max(len(x), 1)
+        if stopper is not None and stopper.should_stop():
+            break
+    if stopper is not None:
+        stopper.restore_best()
     model.net.eval()
     return last
+
+
+def _loss_fn(classify: bool, recipe: RecipeConfig) -> nn.Module:
+    if classify:
+        return nn.CrossEntropyLoss()
+    return {"mse": nn.MSELoss, "l1": nn.L1Loss, "huber": nn.HuberLoss}[recipe.loss]()
+
+
+# Fewer validation rows than this and the holdout rule decides on noise: fixed epochs.
+MIN_VALIDATION_ROWS = 20
+
+
+class _EarlyStopper:
+    """Stops when the validation loss has not improved for `patience` epochs and puts
+    back the weights of the best epoch."""
+
+    def __init__(self, model: TabularModel, x_val: torch.Tensor, y_val: torch.Tensor,
+                 loss_fn: nn.Module, patience: int) -> None:
+        self.model, self.x_val, self.y_val = model, x_val, y_val
+        self.loss_fn, self.patience = loss_fn, patience
+        self.best = self._val_loss()
+        self.best_state = copy.deepcopy(model.net.state_dict())
+        self.since_best = 0
+
+    @torch.no_grad()
+    def _val_loss(self) -> float:
+        self.model.net.eval()
+        out = self.model.net(self.x_val)
+        out = out if self.model.pre.task == "classification" else out.squeeze(1)
+        value = float(self.loss_fn(out, self.y_val))
+        self.model.net.train()
+        return value
+
+    def should_stop(self) -> bool:
+        value = self._val_loss()
+        if value < self.best:
+            self.best, self.since_best = value, 0
+            self.best_state = copy.deepcopy(self.model.net.state_dict())
+        else:
+            self.since_best += 1
+        return self.since_best >= self.patience
+
+    def restore_best(self) -> None:
+        self.model.net.load_state_dict(self.best_state)
+
+
+def _early_stopping(model: TabularModel, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module,
+                    recipe: RecipeConfig, gen: torch.Generator
+                    ) -> tuple[torch.Tensor, torch.Tensor, _EarlyStopper | None]:
+    """With `recipe.patience`, a seeded slice of the rows becomes the validation set (not
+    trained on); returns the rows left to train on and the stopper."""
+    n_val = int(len(x) * recipe.validation_fraction)
+    if recipe.patience is None or n_val < MIN_VALIDATION_ROWS:
+        return x, y, None
+    order = torch.randperm(len(x), generator=gen)
+    val, keep = order[:n_val], order[n_val:]
+    return x[keep], y[keep], _EarlyStopper(model, x[val], y[val], loss_fn, recipe.patience)
 
 
 def retrain(frame: pd.DataFrame, schema: Schema, task: str, model_cfg: ModelConfig,

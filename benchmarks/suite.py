@@ -1,0 +1,343 @@
+"""The generality suite: does the default policy work, with only a data section, on
+streams this project was never tuned on?
+
+Each stream is written to CSV with a DATA-ONLY config (name + data), cut into batches
+exactly as the pipeline cuts them, and replayed in memory through the one per-batch step
+(`greenloop.simulate`) for the default policy (`gated`, calibrated), `periodic` (a full
+retrain every batch on all history), `finetune` on every batch, and `naive` (the previous
+batch's majority class or mean, no model). One table for all. Quality only: nothing here
+measures energy.
+
+Streams: river's offline drifting generators with a known change point (SEA, Hyperplane,
+RandomRBFDrift, Agrawal and LED via drift, FriedmanDrift for regression), its bundled real
+ones (Shuttle, ImageSegments, Bananas, TrumpApproval), a 500-feature SEA (+ noise columns),
+one with 30% missing labels and a sparse categorical, and the three shared streams
+(configs/elec2.yaml, weather.yaml, bikes.yaml with their data section only). Rows per
+stream are capped (`--batches`), so the suite stays minutes on two cores.
+
+    .venv/bin/python benchmarks/suite.py             # the full table (~15-25 min)
+    .venv/bin/python benchmarks/suite.py --quick     # CI-sized: fewer streams and batches
+    .venv/bin/python benchmarks/suite.py --only sea,led --set policy.promote_tolerance=0
+
+Needs the `bench` extra (river): pip install -e '.[bench]'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from greenloop.compare import naive_prequential
+from greenloop.config import GreenloopConfig, load_config
+from greenloop.simulate import load_stream, simulate
+from greenloop.steps import Batch
+
+SEED = 7
+POLICIES = ("gated", "periodic", "finetune")
+# Issue 11 "done when": default within 0.5 points of periodic on >= 80% of streams, within
+# 2 points on every stream (MAE: +2% / +8%), and better than naive everywhere.
+CLOSE_POINTS, FAR_POINTS = 0.5, 2.0
+CLOSE_MAE, FAR_MAE = 0.02, 0.08
+
+
+@dataclass(frozen=True)
+class Stream:
+    name: str
+    task: str  # classification | regression
+    batch_rows: int
+    make: Callable[[int], pd.DataFrame]  # rows -> frame with a `y` column
+    categorical: tuple[str, ...] = ()
+    quick: bool = False  # part of --quick
+
+
+def _river_frame(dataset: Any, rows: int) -> pd.DataFrame:
+    records = []
+    for x, y in itertools.islice(iter(dataset), rows):
+        records.append({**{str(k): v for k, v in x.items()}, "y": y})
+    frame = pd.DataFrame.from_records(records)
+    if frame["y"].dtype == bool:
+        frame["y"] = frame["y"].map({True: "yes", False: "no"})
+    return frame
+
+
+def _drift(first: Any, second: Any, rows: int) -> Any:
+    """An abrupt change to `second` half way through the capped rows: a known change point."""
+    from river.datasets import synth
+
+    return synth.ConceptDriftStream(first, second, position=rows // 2, width=max(rows // 50, 1),
+                                    seed=SEED)
+
+
+def sea(rows: int) -> pd.DataFrame:
+    from river.datasets import synth
+
+    return _river_frame(_drift(synth.SEA(variant=0, noise=0.1, seed=SEED),
+                               synth.SEA(variant=2, noise=0.1, seed=SEED), rows), rows)
+
+
+def hyperplane(rows: int) -> pd.DataFrame:
+    from river.datasets import synth
+
+    return _river_frame(synth.Hyperplane(seed=SEED, n_features=10, n_drift_features=5,
+                                         mag_change=0.01, noise_percentage=0.05), rows)
+
+
+def rbf(rows: int) -> pd.DataFrame:
+    from river.datasets import synth
+
+    return _river_frame(synth.RandomRBFDrift(seed_model=SEED, seed_sample=SEED, n_classes=4,
+                                             n_features=10, n_centroids=30, change_speed=0.001,
+                                             n_drift_centroids=15), rows)
+
+
+def agrawal(rows: int) -> pd.DataFrame:
+    from river.datasets import synth
+
+    return _river_frame(_drift(synth.Agrawal(classification_function=1, seed=SEED),
+                               synth.Agrawal(classification_function=4, seed=SEED), rows), rows)
+
+
+def led(rows: int) -> pd.DataFrame:
+    from river.datasets import synth
+
+    return _river_frame(_drift(synth.LEDDrift(seed=SEED, noise_percentage=0.1,
+                                              irrelevant_features=True, n_drift_features=0),
+                               synth.LEDDrift(seed=SEED + 1, noise_percentage=0.1,
+                                              irrelevant_features=True, n_drift_features=7),
+                               rows), rows)
+
+
+def friedman(rows: int) -> pd.DataFrame:
+    from river.datasets import synth
+
+    third = rows // 3
+    return _river_frame(synth.FriedmanDrift(drift_type="gra", position=(third, 2 * third),
+                                            transition_window=max(rows // 20, 1), seed=SEED), rows)
+
+
+def _bundled(name: str) -> Callable[[int], pd.DataFrame]:
+    def make(rows: int) -> pd.DataFrame:
+        from river import datasets
+
+        return _river_frame(getattr(datasets, name)(), rows)
+    return make
+
+
+def wide_sea(rows: int) -> pd.DataFrame:
+    """SEA plus 497 pure-noise columns: 500 features, only three informative."""
+    frame = sea(rows)
+    rng = np.random.default_rng(SEED)
+    noise = pd.DataFrame(rng.normal(size=(len(frame), 497)).astype(np.float32),
+                         columns=[f"noise_{i:03d}" for i in range(497)])
+    return pd.concat([noise, frame], axis=1)
+
+
+def missing_labels(rows: int) -> pd.DataFrame:
+    """Agrawal with 30% of its labels missing and a sparse categorical (85% empty)."""
+    frame = agrawal(rows)
+    rng = np.random.default_rng(SEED)
+    frame["y"] = frame["y"].astype(object).where(rng.random(len(frame)) >= 0.3)
+    levels = np.array([f"code_{i}" for i in range(12)], dtype=object)
+    sparse = levels[rng.integers(len(levels), size=len(frame))]
+    frame["referral"] = np.where(rng.random(len(frame)) < 0.85, None, sparse)
+    return frame
+
+
+AGRAWAL_CATEGORICAL = ("elevel", "car", "zipcode")
+STREAMS = (
+    Stream("sea", "classification", 200, sea, quick=True),
+    Stream("hyperplane", "classification", 200, hyperplane),
+    Stream("rbf-drift", "classification", 200, rbf),
+    Stream("agrawal", "classification", 200, agrawal, AGRAWAL_CATEGORICAL),
+    Stream("led-drift", "classification", 100, led, quick=True),
+    Stream("friedman-drift", "regression", 100, friedman, quick=True),
+    Stream("shuttle", "classification", 300, _bundled("Shuttle")),
+    Stream("image-segments", "classification", 75, _bundled("ImageSegments")),
+    Stream("bananas", "classification", 175, _bundled("Bananas")),
+    Stream("trump-approval", "regression", 33, _bundled("TrumpApproval"), quick=True),
+    Stream("sea-wide-500", "classification", 200, wide_sea),
+    Stream("agrawal-missing-30", "classification", 200, missing_labels,
+           AGRAWAL_CATEGORICAL + ("referral",), quick=True),
+)
+SHARED = ("elec2", "weather", "bikes")
+
+
+def write_stream(stream: Stream, batches: int, folder: Path) -> tuple[GreenloopConfig, Path]:
+    """The stream as a CSV and a DATA-ONLY config beside it (what a new user writes)."""
+    frame = stream.make(stream.batch_rows * batches)
+    csv = folder / f"{stream.name}.csv"
+    frame.to_csv(csv, index=False)
+    raw = {"name": stream.name, "data": {"path": str(csv), "target": "y", "task": stream.task,
+                                         "batch_rows": stream.batch_rows,
+                                         "categorical": list(stream.categorical)}}
+    (folder / f"{stream.name}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return GreenloopConfig.model_validate(raw), csv
+
+
+def shared_config(name: str, home: Path) -> tuple[GreenloopConfig, Path]:
+    """A shared stream with its config's data section only: name and data, nothing tuned."""
+    full = load_config(home / "configs" / f"{name}.yaml")
+    cfg = GreenloopConfig.model_validate({"name": full.name, "data": full.data.model_dump()})
+    return cfg, home / full.data.path
+
+
+def with_overrides(cfg: GreenloopConfig, pairs: list[str]) -> GreenloopConfig:
+    """benchmarks/simulate.py's `--set` rule (this folder is on sys.path when run)."""
+    from simulate import with_overrides as apply  # benchmarks/simulate.py
+
+    return apply(cfg, pairs)
+
+
+@dataclass(frozen=True)
+class Row:
+    stream: str
+    task: str
+    rows: int
+    batch_rows: int
+    features: int
+    quality: dict[str, float]  # policy -> prequential (accuracy or MAE)
+    decisions: dict[str, dict[str, int]]
+    promoted: dict[str, int]
+    seconds: float
+
+    def delta(self) -> float:
+        """Default minus periodic, higher-is-better: accuracy points or relative MAE %."""
+        g, p = self.quality["gated"], self.quality["periodic"]
+        if self.task == "classification":
+            return 100 * (g - p)
+        return -100 * (g - p) / p
+
+    def verdict(self) -> str:
+        g, p, n = self.quality["gated"], self.quality["periodic"], self.quality["naive"]
+        if self.task == "classification":
+            gap, close, far = 100 * (p - g), CLOSE_POINTS, FAR_POINTS
+            beats_naive = g > n
+        else:
+            gap, close, far = 100 * (g - p) / p, 100 * CLOSE_MAE, 100 * FAR_MAE
+            beats_naive = g < n
+        if math.isnan(gap):
+            return "n/a"
+        level = "close" if gap <= close else ("within-far" if gap <= far else "FAR")
+        return level + ("" if beats_naive else " NAIVE-WINS")
+
+
+def run_stream(name: str, task: str, cfg: GreenloopConfig, csv: Path, batches: int,
+               overrides: list[str]) -> Row:
+    stream_batches, schema = load_stream(cfg, csv)
+    stream_batches = stream_batches[:batches]
+    t0 = time.perf_counter()
+    quality: dict[str, float] = {}
+    decisions: dict[str, dict[str, int]] = {}
+    promoted: dict[str, int] = {}
+    for policy in POLICIES:
+        chosen = with_overrides(cfg.with_policy(policy), overrides) if overrides \
+            else cfg.with_policy(policy)
+        sim = simulate(chosen, stream_batches, schema)
+        summary = sim.summary()
+        quality[policy] = float(summary["prequential"])  # type: ignore[arg-type]
+        decisions[policy] = sim.decisions()
+        promoted[policy] = int(summary["promoted"])  # type: ignore[call-overload]
+    first_update = cfg.data.bootstrap_batches + 1  # simulate's first update batch
+    quality["naive"] = naive_prequential(task, cfg.data.target, stream_batches, first_update)
+    rows = sum(len(b.frame) for b in stream_batches)
+    return Row(name, task, rows, cfg.data.batch_rows or _mean_rows(stream_batches),
+               len(schema.features), quality, decisions, promoted,
+               round(time.perf_counter() - t0, 1))
+
+
+def _mean_rows(batches: list[Batch]) -> int:
+    return round(sum(len(b.frame) for b in batches) / max(len(batches), 1))
+
+
+def _fmt(task: str, value: float) -> str:
+    return f"{100 * value:.2f}" if task == "classification" else f"{value:.3f}"
+
+
+def table(rows: list[Row]) -> str:
+    head = ("| stream | task | rows | batch | features | default | periodic | delta | finetune "
+            "| naive | default decisions (skip/ft/rt, promoted) | verdict |")
+    lines = [head, "|" + "---|" * 12]
+    for r in rows:
+        d = r.decisions["gated"]
+        unit = " pts" if r.task == "classification" else " %"
+        lines.append(
+            f"| {r.stream} | {'acc' if r.task == 'classification' else 'MAE'} | {r.rows} "
+            f"| {r.batch_rows} | {r.features} | {_fmt(r.task, r.quality['gated'])} "
+            f"| {_fmt(r.task, r.quality['periodic'])} | {r.delta():+.2f}{unit} "
+            f"| {_fmt(r.task, r.quality['finetune'])} | {_fmt(r.task, r.quality['naive'])} "
+            f"| {d['skip']}/{d['finetune']}/{d['retrain']}, {r.promoted['gated']} "
+            f"| {r.verdict()} |")
+    return "\n".join(lines)
+
+
+def targets(rows: list[Row]) -> str:
+    scored = [r for r in rows if r.verdict() != "n/a"]
+    close = sum(r.verdict().startswith("close") for r in scored)
+    far = sum(r.verdict().startswith("FAR") for r in scored)
+    naive = sum("NAIVE-WINS" in r.verdict() for r in scored)
+    return (f"{close}/{len(scored)} streams within {CLOSE_POINTS} pts / {100 * CLOSE_MAE:.0f}% "
+            f"of periodic (target >= 80%); {far} beyond {FAR_POINTS} pts / "
+            f"{100 * FAR_MAE:.0f}% (target 0); naive better on {naive} (target 0)")
+
+
+def chosen_streams(args: argparse.Namespace) -> Iterator[tuple[str, Stream | None]]:
+    only = set(args.only.split(",")) if args.only else None
+    for s in STREAMS:
+        if (only is None or s.name in only) and (s.quick or not args.quick or only):
+            yield s.name, s
+    for name in SHARED:
+        if (only is None or name in only) and not args.quick:
+            yield name, None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="5 streams, 12 batches each")
+    ap.add_argument("--batches", type=int, default=None, help="batches per stream (default 30)")
+    ap.add_argument("--only", default="", help="comma-separated stream names")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override for every policy, as benchmarks/simulate.py --set")
+    ap.add_argument("--out", type=Path, default=None, help="folder for the CSVs and configs")
+    ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    args = ap.parse_args()
+    torch.set_num_threads(1)  # as the pipeline (tasks/runtime.py)
+    batches = args.batches or (12 if args.quick else 30)
+    home = Path(__file__).resolve().parent.parent
+    folder = args.out or Path(tempfile.mkdtemp(prefix="greenloop-suite-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    rows: list[Row] = []
+    wall0 = time.perf_counter()
+    for name, stream in chosen_streams(args):
+        if stream is None:
+            cfg, csv = shared_config(name, home)
+            task = cfg.data.task
+        else:
+            cfg, csv = write_stream(stream, batches, folder)
+            task = stream.task
+        row = run_stream(name, task, cfg, csv, batches, args.set)
+        rows.append(row)
+        print(f"# {name}: {json.dumps(row.quality)} {row.seconds}s", flush=True)
+    print(table(rows))
+    print(targets(rows))
+    print(f"# {batches} batches per stream, wall {time.perf_counter() - wall0:.0f} s, "
+          f"load average {os.getloadavg()[0]:.2f}, data in {folder}")
+    if args.json:
+        args.json.write_text(json.dumps([r.__dict__ for r in rows], indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""The pure statistics behind the calibrated defaults (greenloop/calibrate.py) and the
+calibrated Gated policy and early stopping that use them."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from greenloop.calibrate import (
+    accuracy_se,
+    beyond_null,
+    drop_se,
+    mae_se,
+    paired_worse,
+    row_losses,
+)
+from greenloop.config import PolicyConfig, RecipeConfig
+from greenloop.policy import Gated, Observation
+
+# -- standard errors ------------------------------------------------------------------------
+
+
+def test_accuracy_se_matches_binomial_and_shrinks_with_rows() -> None:
+    # (k+1)/(n+2) with k = 0.8 * 98 = 78.4 -> p = 79.4/100 = 0.794
+    assert accuracy_se(0.8, 98) == pytest.approx(math.sqrt(0.794 * 0.206 / 98))
+    assert accuracy_se(0.8, 400) < accuracy_se(0.8, 100) / 1.9  # ~1/sqrt(n)
+
+
+def test_accuracy_se_is_positive_on_a_perfect_batch() -> None:
+    assert 0 < accuracy_se(1.0, 20) < 0.1
+    assert math.isnan(accuracy_se(0.5, 0))
+
+
+def test_mae_se_is_std_over_sqrt_n() -> None:
+    errors = np.array([1.0, 2.0, 3.0, 4.0, 10.0])
+    assert mae_se(errors) == pytest.approx(np.std(errors, ddof=1) / math.sqrt(5))
+    assert math.isnan(mae_se(np.array([1.0])))
+    assert math.isnan(mae_se(np.array([1.0, np.inf])))
+
+
+def test_drop_se_is_in_the_drops_units() -> None:
+    wrong = np.array([1.0] * 10 + [0.0] * 90)
+    assert drop_se("classification", wrong, 0.9) == pytest.approx(accuracy_se(0.9, 100))
+    abs_errors = np.array([1.0, 3.0, 5.0, 7.0])
+    # relative to the reference MAE, as relative_drop is: doubling it halves the SE
+    assert drop_se("regression", abs_errors, -4.0) == pytest.approx(mae_se(abs_errors) / 4.0)
+    assert drop_se("regression", abs_errors, -8.0) == pytest.approx(mae_se(abs_errors) / 8.0)
+
+
+def test_monte_carlo_accuracy_se_is_calibrated() -> None:
+    """A quiet batch exceeds 2 SE about 2.5% of the time, not 30%."""
+    rng = np.random.default_rng(0)
+    n, p = 60, 0.7
+    acc = rng.binomial(n, p, size=4000) / n
+    alarms = np.mean([(p - a) >= 2 * accuracy_se(a, n) for a in acc])
+    assert 0.005 < alarms < 0.06
+
+
+def test_row_losses_per_task_and_unknown_task() -> None:
+    y = pd.Series(["a", "b", "a"])
+    assert row_losses("classification", y, np.array(["a", "a", "a"])).tolist() == [0, 1, 0]
+    assert row_losses("regression", pd.Series([1.0, 2.0]), np.array([2.0, 0.0])).tolist() == [1, 2]
+    with pytest.raises(ValueError, match="unknown task 'ranking'"):
+        row_losses("ranking", y, np.array(["a"] * 3))
+
+
+# -- the null-distribution drift rule -------------------------------------------------------
+
+
+def test_beyond_null_needs_more_than_every_reference_share() -> None:
+    null = [0.1, 0.3, 0.2]
+    assert beyond_null(0.4, null)
+    assert not beyond_null(0.3, null)  # equal to the largest: a quiet batch can do that
+    assert not beyond_null(0.1, null)
+
+
+def test_beyond_null_on_a_stream_whose_batches_always_drift() -> None:
+    # every reference batch drifts on 5 of 6 columns against the others: 5/6 is normal
+    assert not beyond_null(5 / 6, [5 / 6, 4 / 6, 5 / 6])
+    assert beyond_null(1.0, [5 / 6, 4 / 6, 5 / 6])
+
+
+def test_beyond_null_without_a_null_is_never_drift() -> None:
+    assert not beyond_null(1.0, [])
+    assert not beyond_null(1.0, [math.nan])
+    assert not beyond_null(math.nan, [0.1])
+
+
+# -- the paired promotion test --------------------------------------------------------------
+
+
+def _wrong(rng: np.random.Generator, rate: float, n: int) -> np.ndarray:
+    return (rng.random(n) < rate).astype(float)
+
+
+def test_paired_test_detects_a_planted_accuracy_loss() -> None:
+    rng = np.random.default_rng(1)
+    champion = _wrong(rng, 0.10, 400)
+    candidate = np.maximum(champion, _wrong(rng, 0.15, 400))  # extra mistakes, none fixed
+    test = paired_worse("classification", candidate, champion)
+    assert test.worse and test.p_value < 1e-6
+
+
+def test_paired_test_does_not_refuse_an_equal_candidate_on_a_small_holdout() -> None:
+    """20-row holdouts, two models of equal skill: refused rarely (about alpha), where a
+    fixed tolerance of 0 refuses whenever the candidate happens to be one row behind."""
+    rng = np.random.default_rng(2)
+    refused = fixed_refused = 0
+    trials = 500
+    for _ in range(trials):
+        champion, candidate = _wrong(rng, 0.3, 20), _wrong(rng, 0.3, 20)
+        refused += paired_worse("classification", candidate, champion).worse
+        fixed_refused += candidate.mean() > champion.mean()
+    assert refused / trials < 0.08
+    assert fixed_refused / trials > 0.3  # the control: the old rule decides on noise
+
+
+def test_paired_test_regression_planted_and_null() -> None:
+    rng = np.random.default_rng(3)
+    champion = np.abs(rng.standard_t(3, size=200))  # heavy-tailed absolute errors
+    worse = paired_worse("regression", champion + 0.5 + 0.1 * rng.random(200), champion)
+    assert worse.worse
+    same = [paired_worse("regression", np.abs(rng.standard_t(3, size=30)),
+                         np.abs(rng.standard_t(3, size=30))).worse for _ in range(300)]
+    assert np.mean(same) < 0.1
+
+
+def test_paired_test_accepts_a_better_candidate() -> None:
+    rng = np.random.default_rng(4)
+    champion = _wrong(rng, 0.3, 200)
+    candidate = champion * _wrong(rng, 0.5, 200)  # fixes half of the champion's mistakes
+    assert not paired_worse("classification", candidate, champion).worse
+
+
+def test_non_finite_candidate_is_never_promoted() -> None:
+    champion = np.array([1.0, 2.0, 3.0])
+    for bad in (np.nan, np.inf):
+        test = paired_worse("regression", np.array([0.0, bad, 0.0]), champion)
+        assert test.worse and "non-finite" in test.reason
+    # even when its finite rows are far better than the champion's
+    assert paired_worse("regression", np.array([0.0] * 99 + [np.nan]), np.ones(100) * 9).worse
+
+
+def test_paired_test_needs_the_same_rows() -> None:
+    with pytest.raises(ValueError, match="same rows"):
+        paired_worse("classification", np.zeros(3), np.zeros(4))
+
+
+# -- the calibrated Gated policy ------------------------------------------------------------
+
+
+def _obs(drop: float, se: float, share: float = 0.0,
+         null: tuple[float, ...] = (0.2, 0.4)) -> Observation:
+    return Observation(batch_index=1, drift_share=share, drifted_columns=[], quality_drop=drop,
+                       quality_se=se, drift_null_shares=null)
+
+
+@pytest.mark.parametrize(("drop", "se", "share", "action"), [
+    (0.03, 0.02, 0.0, "skip"),  # 1.5 SE on a small batch: noise
+    (0.03, 0.01, 0.0, "finetune"),  # 3 SE on a large one: real
+    (0.09, 0.02, 0.4, "finetune"),  # 4.5 SE but drift within the null: no retrain
+    (0.09, 0.02, 0.6, "retrain"),  # 4.5 SE and drift beyond the reference batches'
+    (0.00, 0.02, 0.6, "finetune"),  # drift beyond the null alone: fine-tune
+])
+def test_gated_defaults_are_in_units_of_noise(drop: float, se: float, share: float,
+                                              action: str) -> None:
+    decision = Gated(PolicyConfig()).decide(_obs(drop, se, share))
+    assert decision.action == action, decision.reason
+
+
+def test_explicit_thresholds_work_as_before() -> None:
+    cfg = PolicyConfig(finetune_quality_drop=0.05, retrain_quality_drop=0.2,
+                       finetune_drift_share=0.5, retrain_drift_share=0.5)
+    # the SE and null are ignored when every threshold is given
+    assert Gated(cfg).decide(_obs(0.03, 0.001, 0.45, null=(0.0,))).action == "skip"
+    assert Gated(cfg).decide(_obs(0.25, 1.0, 0.5, null=(0.9,))).action == "retrain"
+
+
+def test_default_recipes_stop_early_and_explicit_ones_do_not() -> None:
+    from greenloop.config import TrainConfig
+
+    assert TrainConfig().retrain.patience is not None
+    assert RecipeConfig(epochs=20).patience is None  # an explicit recipe: fixed epochs
+
+
+def test_early_stopping_stops_before_the_cap_and_keeps_the_best() -> None:
+    from greenloop.config import ModelConfig
+    from greenloop.data import Schema
+    from greenloop.model import TabularModel
+    from greenloop.train import fit
+
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({"a": rng.normal(size=400), "b": rng.normal(size=400)})
+    frame["y"] = np.where(rng.random(400) < 0.5, "u", "v")  # labels are pure noise
+    schema = Schema("y", ("a", "b"), (), ())
+    cfg = ModelConfig(hidden=[32])
+    epochs: list[int] = []
+    for patience in (None, 2):
+        model = TabularModel.create(frame, schema, "classification", cfg, seed=0)
+        calls = {"n": 0}
+        original = model.net.forward
+
+        def counting(x, original=original, calls=calls):  # type: ignore[no-untyped-def]
+            calls["n"] += 1
+            return original(x)
+        model.net.forward = counting  # type: ignore[method-assign]
+        fit(model, frame, "y", RecipeConfig(epochs=200, patience=patience), seed=0)
+        epochs.append(calls["n"])
+    assert epochs[1] < epochs[0] / 4  # noise: the holdout stops it long before 200 epochs
