@@ -208,15 +208,23 @@ async def _ensure_pool(pool: str) -> None:
             pass
 
 
+def prepared_deployments(configs: list[str | Path], policy: str | None = None,
+                         home: str | Path | None = None) -> list[RunnerDeployment]:
+    """The deployments of every config, with their concurrency limits created and the
+    tracking store migrated: ready for `prefect.serve`."""
+    _require_server()
+    deps: list[RunnerDeployment] = []
+    for config in configs:
+        _prepare(config, policy, home)
+        deps += deployments(config, policy, home)
+    return deps
+
+
 def serve_all(configs: list[str | Path], policy: str | None = None,
               home: str | Path | None = None, limit: int | None = None) -> None:
     """Register the deployments of every config, create the per-model limits, and run
     flow runs as subprocesses of this process until interrupted."""
     from prefect import serve
 
-    _require_server()
-    deps: list[RunnerDeployment] = []
-    for config in configs:
-        _prepare(config, policy, home)
-        deps += deployments(config, policy, home)
-    serve(*deps, limit=limit, print_starting_message=False)
+    serve(*prepared_deployments(configs, policy, home), limit=limit,
+          print_starting_message=False)

@@ -20,7 +20,9 @@ from typing import Any
 
 from greenloop.config import EnergyConfig
 
-PHASES = ("ingest", "drift", "train", "evaluate", "overhead")
+# `service`: in served mode, what an arrival's whole window cost beyond the other phases
+# (task-run orchestration, the Prefect server's share); zero in a replay.
+PHASES = ("ingest", "drift", "train", "evaluate", "overhead", "service")
 
 
 @dataclass
@@ -45,7 +47,7 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def _tracker(cfg: EnergyConfig) -> Any:
+def _tracker(cfg: EnergyConfig, measure_power_secs: float = 1) -> Any:
     os.environ.setdefault("CODECARBON_LOG_LEVEL", "error")
     from codecarbon import OfflineEmissionsTracker
 
@@ -53,8 +55,14 @@ def _tracker(cfg: EnergyConfig) -> Any:
     return OfflineEmissionsTracker(
         country_iso_code=cfg.country_iso_code, region=cfg.region, output_methods=[],
         save_to_file=False, allow_multiple_runs=True, log_level="error",
-        measure_power_secs=1, tracking_mode="process",
+        measure_power_secs=measure_power_secs, tracking_mode="process",
     )
+
+
+def tracker(cfg: EnergyConfig, measure_power_secs: float = 1) -> Any:
+    """A CodeCarbon tracker configured as everywhere in greenloop. A task polls power
+    every `measure_power_secs` in a thread: long idle windows use a slow poll."""
+    return _tracker(cfg, measure_power_secs)
 
 
 class Meter:

@@ -10,6 +10,7 @@ from rich.table import Table
 from greenloop.config import load_config
 from greenloop.data import content_hash
 from greenloop.ledger import Ledger
+from greenloop.service import idle_cost
 from greenloop.workspace import Workspace
 
 
@@ -37,6 +38,17 @@ def unaccounted_arrivals(ledger: Ledger, model: str, dataset: str, ws: Workspace
     files = sorted(p for p in landing.iterdir() if p.is_file() and not p.is_symlink()
                    and not p.name.startswith("."))
     return [p for p in files if content_hash(p) not in known]
+
+
+def standing_cost(ledger: Ledger) -> str:
+    """The served mode's idle cost (greenloop/service.py), or why there is none."""
+    idle = idle_cost(ledger)
+    if idle is None:
+        return "service: never served here (`greenloop serve` records its standing cost)"
+    return (f"service: {idle.sessions} session(s), {idle.hours:.2f} h served, "
+            f"{idle.batches} arrival(s); idle {idle.idle_kwh_per_hour * 1000:.3f} Wh per hour "
+            f"({idle.idle_cpu_share_of_core * 100:.2f}% of a core), "
+            f"{idle.idle_kwh_per_batch * 1000:.4f} Wh of idle per arrival")
 
 
 def render_status(config: str, policy: str | None, home: str | None, history: bool,
@@ -90,6 +102,7 @@ def render_status(config: str, policy: str | None, home: str | None, history: bo
         reason = b.reason or ""
         t.add_row(str(b.seq), b.status, b.decision or "", reason[:70], q, str(b.version or ""))
     out.print(t)
+    out.print(standing_cost(ledger))
     if history:
         t = Table(title="champion alias history")
         for col in ("when", "version", "previous", "reason"):

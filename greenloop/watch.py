@@ -73,6 +73,15 @@ class LandingWatcher:
             self._save()
         return [self.folder / n for n in ready]
 
+    def forget(self, names: set[str]) -> None:
+        """Report these files again at their next complete poll (the rescan found them
+        with neither a ledger nor a quarantine row: an arrival whose report was lost)."""
+        for name in names:
+            self._reported.pop(name, None)
+
+    def candidates(self) -> list[Path]:
+        return [self.folder / n for n in sorted(self._scan())]
+
     def _save(self) -> None:
         if self.state_path is None:
             return

@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,15 +16,23 @@ from greenloop.config import load_config
 from greenloop.workspace import Workspace
 from greenloop_cli.main import HomeOpt, PolicyOpt, _check_config, _env, _fail, app, in_prefect
 
+if TYPE_CHECKING:  # imported inside the commands at run time (Prefect, MLflow, torch)
+    from tasks.runtime import Runtime
+    from tasks.service import ServiceMeter
+
 ConfigsOpt = Annotated[list[Path], typer.Option("--config", "-c", help="dataset config(s) (YAML)")]
 PortOpt = Annotated[int, typer.Option(help="Prefect server port when one is started here")]
-PollOpt = Annotated[float, typer.Option(help="seconds between two polls of data/landing/")]
+PollOpt = Annotated[float, typer.Option(help="seconds between two polls of data/landing/ "
+                                          "(a file is complete after two equal polls)")]
 
 
 def _service_env() -> None:
-    _env(verbose=True)  # flow-run logs should reach the Prefect UI
-    # A served flow run starts within ~1-2 s of its event instead of ~10 s (Prefect default).
-    os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "2")
+    _env(verbose=True)  # flow-run and task-run logs should reach the Prefect UI
+    # Arrivals run warm in the task worker; the runner's polling only starts cron and
+    # manual deployment runs, so it need not wake every few seconds (idle cost).
+    os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "30")
+    # The task worker's own bookkeeping logs outside any run: not for the UI.
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 
 def _datasets(configs: list[Path]) -> list[str]:
@@ -43,11 +51,14 @@ def _prefect_ui_hint() -> str:
 def serve(config: ConfigsOpt, policy: PolicyOpt = None, home: HomeOpt = None,
           port: PortOpt = 4200,
           watch: Annotated[bool, typer.Option(help="also watch data/landing/<dataset>/")] = True,
-          poll_seconds: PollOpt = 1.0,
-          limit: Annotated[int, typer.Option(help="max concurrent flow runs")] = 4,
+          worker: Annotated[bool, typer.Option(
+              help="process arrivals in this process (else: `greenloop worker` elsewhere)")
+          ] = True,
+          poll_seconds: PollOpt = 0.5,
+          limit: Annotated[int, typer.Option(help="max concurrent deployment flow runs")] = 4,
           ui: Annotated[bool, typer.Option(help="also start the MLflow UI")] = False,
           ui_port: Annotated[int, typer.Option(help="MLflow UI port")] = 5000) -> None:
-    """Serve the ingest/update/scheduled-update/full-retrain deployments (and watch)."""
+    """Serve the deployments, process arrivals warm (a Prefect task worker) and watch."""
     _service_env()
     datasets = _datasets(config)
     ws = Workspace.from_env(home)
@@ -69,22 +80,108 @@ def serve(config: ConfigsOpt, policy: PolicyOpt = None, home: HomeOpt = None,
             if mlflow_ui is not None:
                 wait_healthy(mlflow_ui, timeout_s=120)
                 typer.echo(f"MLflow UI: {mlflow_ui.url}")
-            from flows.deploy import serve_all
-            from tasks.events import watch_landing
-
-            stop = threading.Event()
-            if watch:
-                threading.Thread(target=watch_landing, name="greenloop-watch", daemon=True,
-                                 args=(datasets, ws.home, poll_seconds, stop)).start()
-            try:
-                serve_all([str(c) for c in config], policy, ws.home, limit)
-            finally:
-                stop.set()
+            _serve_warm([str(c) for c in config], datasets, policy, ws, server, watch, worker,
+                        poll_seconds, limit)
     except ServerError as e:
         _fail(str(e))
     finally:
         if mlflow_ui is not None:
             mlflow_ui.stop()
+
+
+def _serve_warm(configs: list[str], datasets: list[str], policy: str | None, ws: Workspace,
+                server: object, watch: bool, worker: bool, poll_seconds: float,
+                limit: int) -> None:
+    """Deployments on the runner (main thread), arrivals on a task worker (a thread), the
+    landing watcher (a thread) and the service meter, until interrupted."""
+    from flows.deploy import prepared_deployments
+    from flows.warm import start_worker, submit, unaccounted, use_meter
+    from tasks.events import watch_landing
+    from tasks.runtime import get_runtime
+    from tasks.service import ServiceMeter
+
+    home = str(ws.home)
+    deps = prepared_deployments(configs, policy, home)
+    runtimes = {d: get_runtime(c, policy, home) for c, d in zip(configs, datasets, strict=True)}
+    meter = None
+    if worker:
+        pids = [os.getpid()]
+        process = getattr(server, "process", None)
+        if process is not None:  # a server started here is on the bill; an external one not
+            pids.append(process.pid)
+        first = next(iter(runtimes.values()))
+        meter = ServiceMeter(first.cfg.energy, [first.ledger], pids)
+        for rt in runtimes.values():
+            session_run(rt, meter)
+        use_meter(meter)
+        start_worker(limit=1, on_error=lambda e: typer.echo(f"task worker stopped: {e}",
+                                                            err=True))
+        typer.echo("arrivals are processed here, warm (Prefect task worker; task runs "
+                   "`arrival` in the UI)")
+    stop = threading.Event()
+    if watch:
+        config_of = dict(zip(datasets, configs, strict=True))
+
+        def report(path: Path, dataset: str, size_bytes: int) -> None:
+            submit(path, config_of[dataset], policy, home)
+
+        threading.Thread(
+            target=watch_landing, name="greenloop-watch", daemon=True,
+            kwargs=dict(datasets=datasets, home=ws.home, poll_seconds=poll_seconds, stop=stop,
+                        report=report,
+                        unaccounted=lambda d, files: unaccounted(runtimes[d], files))).start()
+    from prefect import serve as prefect_serve
+
+    try:
+        prefect_serve(*deps, limit=limit, print_starting_message=False)
+    finally:
+        stop.set()
+        if meter is not None:
+            meter.close()
+
+
+def session_run(rt: Runtime, meter: ServiceMeter) -> None:
+    """One MLflow run per served session and model: the per-batch runs nest under it, and
+    it carries the session's whole bill, idle included (rewritten at every flush)."""
+    from greenloop.service import Window
+
+    tracker, model = rt.tracker, rt.model_name
+    run_id = tracker.start_parent(f"{model} served session {meter.id}", {
+        "mode": "served", "model": model, "policy": rt.policy_name,
+        "service_session": meter.id, "counted": meter.tree.describe()})
+    rt.parent_run_id = run_id
+
+    def report(whole: Window, arrivals: Window, n: int, stopped: bool) -> None:
+        metrics = {"service.cpu_seconds": whole.cpu_seconds, "service.energy_kwh": whole.energy_kwh,
+                   "service.wall_seconds": whole.wall_seconds, "service.arrivals": n,
+                   "idle.cpu_seconds": whole.cpu_seconds - arrivals.cpu_seconds,
+                   "idle.energy_kwh": whole.energy_kwh - arrivals.energy_kwh,
+                   "idle.wall_seconds": whole.wall_seconds - arrivals.wall_seconds}
+        if stopped:
+            tracker.finish_parent(run_id, metrics, {})
+        else:
+            tracker.log_metrics(run_id, metrics)
+
+    meter.on_flush.append(report)
+
+
+@app.command()
+def worker(config: ConfigsOpt, policy: PolicyOpt = None, home: HomeOpt = None,
+           limit: Annotated[int, typer.Option(help="arrivals processed at once")] = 1) -> None:
+    """A warm task worker for arrivals (beside `greenloop serve --no-worker` or on another
+    machine with the same project home and PREFECT_API_URL)."""
+    _service_env()
+    if not os.environ.get("PREFECT_API_URL"):
+        _fail("PREFECT_API_URL is not set: a task worker takes its runs from a Prefect server")
+    _datasets(config)
+    from flows.warm import start_worker
+
+    thread = start_worker(limit=limit, on_error=lambda e: typer.echo(f"stopped: {e}", err=True))
+    typer.echo(f"task worker for `arrival` runs ({limit} at a time); Ctrl-C to stop")
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        pass
 
 
 @app.command()

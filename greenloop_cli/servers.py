@@ -89,6 +89,21 @@ def prefect_api_url(port: int) -> str:
     return f"http://{LOCALHOST}:{port}/api"
 
 
+# Server services greenloop does not use, off: they wake every 5-20 s for nothing
+# (measured idle, issue 9). Kept: the scheduler (cron deployments), triggers and the
+# event persister (event-triggered deployments), the task-run recorder (the arrival task
+# runs in the UI), the repossessor (concurrency-limit leases). Any of these can be turned
+# back on by setting the same variable in the environment.
+IDLE_TRIM = {
+    "PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_ENABLED": "false",  # no subflow cancels
+    "PREFECT_SERVER_SERVICES_FOREMAN_ENABLED": "false",  # work-pool worker health (no pool)
+    "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false",  # only relabels late runs
+    "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED": "false",  # no paused runs
+    "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "60",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "10",
+}
+
+
 def start_prefect_server(state_dir: Path, port: int = 4200) -> Server:
     """`prefect server start` on 127.0.0.1 with its database under `state_dir` unless
     PREFECT_HOME is set (so a project's runs stay with the project)."""
@@ -100,6 +115,8 @@ def start_prefect_server(state_dir: Path, port: int = 4200) -> Server:
            "PREFECT_UI_API_URL": api, "PREFECT_API_URL": api}
     if "PREFECT_HOME" not in os.environ:
         env["PREFECT_HOME"] = str(state_dir / "prefect")
+    for key, value in IDLE_TRIM.items():
+        env.setdefault(key, os.environ.get(key, value))
     server = spawn("prefect server",
                    [venv_bin("prefect"), "server", "start", "--host", LOCALHOST, "--port",
                     str(port)], state_dir / "logs" / "prefect-server.log", env,

@@ -63,23 +63,50 @@ def wait_for_listeners(datasets: list[str], stop: threading.Event, poll_seconds:
         stop.wait(poll_seconds)
 
 
+Report = Callable[[Path, str, int], None]  # (file, dataset, size in bytes)
+
+
+def emit_report(path: Path, dataset: str, size_bytes: int) -> None:
+    emit_arrived(path, dataset, size_bytes)
+
+
 def watch_landing(datasets: list[str], home: Path, poll_seconds: float = 1.0,
-                  stop: threading.Event | None = None, log: Callable[[str], None] = print) -> None:
-    """Emit `greenloop.batch.arrived` once per complete file in data/landing/<dataset>/
-    (the completeness rule is greenloop/watch.py). Runs until `stop` is set."""
+                  stop: threading.Event | None = None, log: Callable[[str], None] = print,
+                  report: Report | None = None,
+                  unaccounted: Callable[[str, list[Path]], set[str]] | None = None) -> None:
+    """Report each complete file in data/landing/<dataset>/ once (the completeness rule is
+    greenloop/watch.py), until `stop` is set. By default a report is the event
+    `greenloop.batch.arrived` (for event-triggered deployments: wait until their trigger
+    exists); `serve` passes its own (`flows.warm.submit`). `unaccounted(dataset, files)`
+    names files already reported once that have neither a ledger nor a quarantine row:
+    they are reported again (a report lost in a crash or an outage)."""
     ws = Workspace.from_env(home)
     stop = stop or threading.Event()
-    wait_for_listeners(datasets, stop, max(poll_seconds, 1.0), log)
+    if report is None:
+        wait_for_listeners(datasets, stop, max(poll_seconds, 1.0), log)
+        report = emit_report
     watchers = []
     for name in datasets:
         folder = ws.landing(name)
         folder.mkdir(parents=True, exist_ok=True)
-        watchers.append((name, LandingWatcher(folder, ws.state / "watch" / f"{name}.json")))
+        watcher = LandingWatcher(folder, ws.state / "watch" / f"{name}.json")
+        if unaccounted is not None:
+            lost = unaccounted(name, watcher.candidates())
+            if lost:
+                log(f"rescan: {len(lost)} file(s) in {folder} with no ledger or quarantine "
+                    f"row are reported again: {', '.join(sorted(lost)[:5])}")
+            watcher.forget(lost)
+        watchers.append((name, watcher))
         log(f"watching {folder}")
     while not stop.is_set():
         for name, watcher in watchers:
             for path in watcher.poll():
                 size = path.stat().st_size if path.exists() else 0
-                emit_arrived(path, name, size)
-                log(f"{ARRIVED}: {path} ({size} bytes)")
+                try:
+                    report(path, name, size)
+                except Exception as e:  # noqa: BLE001 - the file is reported again later
+                    watcher.forget({path.name})
+                    log(f"could not report {path.name} ({type(e).__name__}: {e}); retrying")
+                    continue
+                log(f"arrived: {path} ({size} bytes)")
         stop.wait(poll_seconds)

@@ -101,6 +101,14 @@ class Tracker:
         self.client.set_terminated(run_id)
         return run_id
 
+    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        """More metrics on an existing run (the served mode's whole-window bill)."""
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), ts, 0)
+                                               for k, v in metrics.items() if _finite(v)])
+
     def start_parent(self, name: str, tags: dict[str, str]) -> str:
         """An open run that per-batch runs nest under (one per replay or served session)."""
         run = self.client.create_run(self.experiment_id, run_name=name,

@@ -1,0 +1,174 @@
+"""Warm execution of arrivals: a Prefect background task served by a long-lived task worker.
+
+A Prefect deployment run is a new Python process: importing torch, Prefect, MLflow,
+Evidently and DVC there costs ~6 CPU-s before any work, and the loaded models, cached
+frames and MLflow client are lost when it exits (issue 9 measured 15.4 CPU-s a batch).
+Prefect's mechanism for work that must run warm is the task worker: `arrival.delay(...)`
+creates a task run on the server, and a `TaskWorker` — in `greenloop serve`'s own
+process, or `greenloop worker` processes on other machines — receives it over a
+websocket and runs it in a thread of its long-lived process, where `tasks.runtime`
+keeps everything warm. Each arrival is one task run, with its logs, in the Prefect UI.
+
+The four deployments (flows/deploy.py) stay: the schedules (scheduled update, full
+retrain), manual runs from the UI, and event-triggered runs for arrivals reported by
+`greenloop watch` beside a work pool. Those start cold by nature (a process per run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
+from prefect.concurrency.sync import concurrency
+
+from flows.deploy import limit_name
+from flows.update import process_pending
+from greenloop.data import BatchRejected, content_hash
+from tasks.ingest import ingest_batch
+from tasks.runtime import Runtime, get_runtime
+from tasks.service import ServiceMeter
+
+_METER: ServiceMeter | None = None  # set by `serve` in the process that meters itself
+
+
+def use_meter(meter: ServiceMeter | None) -> None:
+    global _METER
+    _METER = meter
+
+
+def update_with_slot(rt: Runtime) -> list[dict]:
+    """Process every pending batch while holding the model's global concurrency slot
+    (`greenloop-update-<model>`, limit 1). If another update holds it, return at once:
+    the holder checks for pending batches again before it releases."""
+    results: list[dict] = []
+    while True:
+        done = len(results)
+        try:
+            with concurrency(limit_name(rt.model_name), occupy=1, strict=False, max_retries=0):
+                while batch := process_pending(rt):
+                    results += batch
+        except ConcurrencySlotAcquisitionError:
+            print("another update of this model is running: it processes the new batch")
+            return results
+        if len(results) == done or not rt.ledger.batches(rt.model_name, ("accepted",)):
+            return results
+
+
+def describe(r: dict) -> str:
+    if r.get("failed"):
+        return f"batch {r['seq']}: failed after {r.get('attempts')} attempt(s): {r.get('error')}"
+    return (f"batch {r['seq']}: {r['decision']}"
+            + (f" -> version {r['version']}" if r.get("version") else "")
+            + (" (champion)" if r.get("promoted") else ""))
+
+
+def _run_name() -> str:
+    from prefect.runtime import task_run
+
+    return f"arrival-{Path(task_run.parameters.get('path', '?')).stem}"
+
+
+@task(name="arrival", task_run_name=_run_name, log_prints=True, retries=0)
+def arrival(path: str, config: str, policy: str | None = None, home: str | None = None,
+            arrival_id: str = "") -> dict[str, Any]:
+    """One file in data/landing/<dataset>/: ingest it, then update the model with every
+    pending batch. `arrival_id` makes each arrival its own task run (a task worker caches
+    results by inputs, and the same path can arrive twice with new content)."""
+    rt = get_runtime(config, policy, home)
+    meter = _METER
+    if meter is None or not meter.is_open(arrival_id):
+        return _arrive(rt, path)  # not handed over by this process's watcher: phases only
+    start = rt.ledger.last_energy_id()
+    out: dict[str, Any] = {"hash": None}
+    try:
+        out = _arrive(rt, path)
+        return out
+    finally:
+        meter.end_later(arrival_id, lambda w: record_service_share(rt, out.get("hash"), start, w))
+
+
+def _arrive(rt: Runtime, path: str) -> dict[str, Any]:
+    try:
+        ingested = ingest_batch.fn(rt, path)
+    except BatchRejected as e:
+        print(f"{Path(path).name}: rejected: {e}")
+        return {"path": path, "rejected": str(e), "hash": None}
+    results = update_with_slot(rt)
+    for r in results:
+        print(describe(r))
+    if ingested.duplicate:
+        print(f"{Path(path).name}: duplicate of batch {ingested.seq} ({ingested.status})")
+    return {"path": path, "hash": ingested.digest, "seq": ingested.seq,
+            "duplicate": ingested.duplicate, "results": results}
+
+
+def record_service_share(rt: Runtime, digest: str | None, since_id: int, window: Any) -> None:
+    """The arrival's whole window minus what its phases already recorded: the rest is the
+    phase `service` (orchestration, the Prefect server's share), so the batch's ledger
+    rows add up to everything the machine did for it."""
+    phases = rt.ledger.energy_since(rt.model_name, since_id)
+    rest = {"energy_kwh": max(window.energy_kwh - phases["energy_kwh"], 0.0),
+            "emissions_kg": max(window.emissions_kg - phases["emissions_kg"], 0.0),
+            "cpu_seconds": max(window.cpu_seconds - phases["cpu_seconds"], 0.0),
+            "wall_seconds": max(window.wall_seconds - phases["wall_seconds"], 0.0)}
+    rt.ledger.add_energy(rt.model_name, digest, "service", rest)
+    rows = rt.ledger.query("SELECT mlflow_run_id FROM batches WHERE model=? AND hash=?",
+                           (rt.model_name, digest)) if digest else []
+    if rows and rows[0]["mlflow_run_id"]:
+        rt.tracker.log_metrics(rows[0]["mlflow_run_id"], {
+            "energy_kwh.service": rest["energy_kwh"], "cpu_seconds.service": rest["cpu_seconds"],
+            "energy_kwh.whole": window.energy_kwh, "cpu_seconds.whole": window.cpu_seconds,
+            "wall_seconds.whole": window.wall_seconds})
+
+
+def unaccounted(rt: Runtime, files: list[Path]) -> set[str]:
+    """Landing files whose content has no ledger row (quarantined files are moved out of
+    landing, so what is left without a row was never ingested)."""
+    lost = set()
+    for path in files:
+        try:
+            digest = content_hash(path)
+        except OSError:
+            continue  # removed meanwhile
+        if rt.ledger.batch(rt.model_name, digest) is None:
+            lost.add(path.name)
+    return lost
+
+
+def submit(path: Path, config: str, policy: str | None, home: str | None) -> None:
+    """Hand one complete landing file to the task worker(s); with the service meter in
+    this process, the arrival's window opens here, before the hand-over."""
+    key = uuid.uuid4().hex
+    metered = _METER is not None and _METER.begin(key)
+    try:
+        arrival.delay(str(path), config, policy, home, key)
+    except BaseException:
+        if metered and _METER is not None:
+            _METER.cancel(key)
+        raise
+
+
+def start_worker(limit: int = 1, on_error: Callable[[BaseException], None] = print
+                 ) -> threading.Thread:
+    """A TaskWorker serving `arrival` in a daemon thread of this process (its own event
+    loop). `limit` arrivals run at once; 1 keeps every arrival's meter window its own."""
+    from prefect.task_worker import TaskWorker
+
+    def run() -> None:
+        async def main() -> None:
+            await TaskWorker(arrival, limit=limit).start()
+
+        try:
+            asyncio.run(main())
+        except BaseException as e:  # noqa: BLE001 - reported, the service keeps serving
+            on_error(e)
+
+    thread = threading.Thread(target=run, name="greenloop-task-worker", daemon=True)
+    thread.start()
+    return thread
