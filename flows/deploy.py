@@ -37,6 +37,7 @@ from flows.retrain import full_retrain
 from flows.update import ingest, update
 from greenloop.config import GreenloopConfig, load_config
 from tasks.events import ACCEPTED, ARRIVED, arrived_trigger_name
+from tasks.landing import rescan
 from tasks.runtime import get_runtime
 
 CODE_ROOT = Path(__file__).resolve().parents[1]  # the checkout holding flows/ and tasks/
@@ -76,6 +77,9 @@ def update_model(config: str, policy: str | None = None, home: str | None = None
     until no accepted batch is left, releases, and checks once more: a batch accepted
     while it held the slot is never stranded."""
     name, results = limit_name(_model(config, policy)), []
+    found = rescan(get_runtime(config, policy, home))
+    if found:  # arrivals whose report was lost: ingested now, processed below
+        print(f"rescan: {len(found)} landing file(s) had no ledger row: {', '.join(found[:5])}")
     while True:
         done = len(results)
         try:

@@ -29,7 +29,7 @@ from prefect.concurrency.sync import concurrency
 
 from flows.deploy import limit_name
 from flows.update import process_pending
-from greenloop.data import BatchRejected, content_hash
+from greenloop.data import BatchRejected
 from tasks.ingest import ingest_batch
 from tasks.runtime import Runtime, get_runtime
 from tasks.service import ServiceMeter
@@ -125,20 +125,6 @@ def record_service_share(rt: Runtime, digest: str | None, since_id: int, window:
             "energy_kwh.service": rest["energy_kwh"], "cpu_seconds.service": rest["cpu_seconds"],
             "energy_kwh.whole": window.energy_kwh, "cpu_seconds.whole": window.cpu_seconds,
             "wall_seconds.whole": window.wall_seconds})
-
-
-def unaccounted(rt: Runtime, files: list[Path]) -> set[str]:
-    """Landing files whose content has no ledger row (quarantined files are moved out of
-    landing, so what is left without a row was never ingested)."""
-    lost = set()
-    for path in files:
-        try:
-            digest = content_hash(path)
-        except OSError:
-            continue  # removed meanwhile
-        if rt.ledger.batch(rt.model_name, digest) is None:
-            lost.add(path.name)
-    return lost
 
 
 def submit(path: Path, config: str, policy: str | None, home: str | None) -> None:

@@ -95,8 +95,9 @@ def _serve_warm(configs: list[str], datasets: list[str], policy: str | None, ws:
     """Deployments on the runner (main thread), arrivals on a task worker (a thread), the
     landing watcher (a thread) and the service meter, until interrupted."""
     from flows.deploy import prepared_deployments
-    from flows.warm import start_worker, submit, unaccounted, use_meter
+    from flows.warm import start_worker, submit, use_meter
     from tasks.events import watch_landing
+    from tasks.landing import unaccounted
     from tasks.runtime import get_runtime
     from tasks.service import ServiceMeter
 
