@@ -94,3 +94,33 @@ def test_arrivals_run_warm_in_serve_and_are_billed_whole(tmp_path: Path) -> None
     assert len(nested) == 5
     batch5 = next(r for r in nested if r.data.tags.get("batch_seq") == "5")
     assert batch5.data.metrics["cpu_seconds.service"] == pytest.approx(cpu_s, rel=1e-6)
+
+
+def test_a_separate_task_worker_processes_the_arrivals(tmp_path: Path) -> None:
+    """Several machines: `serve --no-worker` keeps the server, deployments and watcher;
+    `greenloop worker` processes (here a second process with the same project home and
+    PREFECT_API_URL; on another machine, a shared filesystem) run the arrivals warm."""
+    home = project_home(tmp_path)
+    config = home / "configs" / "elec2.yaml"
+    batches = stream_files(home, config)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/api"
+    serve = Proc(greenloop("serve", "--config", str(config), "--home", str(home), "--port",
+                           str(port), "--no-worker"), tmp_path / "serve.log", service_env(home))
+    worker = None
+    try:
+        wait_until(lambda: http_ok(f"{base}/health"), 180, "Prefect server", procs=(serve,))
+        worker = Proc(greenloop("worker", "--config", str(config), "--home", str(home)),
+                      tmp_path / "worker.log", service_env(home, PREFECT_API_URL=base))
+        for b in batches[:5]:
+            drop(b, home / "data" / "landing" / "elec2")
+        wait_until(lambda: processed(home, 5), 300, "5 batches", procs=(serve, worker))
+        task_runs = api(base, "/task_runs/filter", {"limit": 200})
+        names = {r["name"] for r in task_runs if r["state_type"] == "COMPLETED"}
+        assert {f"arrival-batch-{i:05d}" for i in range(1, 6)} <= names
+        assert "Received task run" in worker.log.read_text()  # the worker ran them
+        assert "Received task run" not in serve.log.read_text()
+    finally:
+        serve.stop()
+        if worker is not None:
+            worker.stop()
