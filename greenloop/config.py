@@ -98,6 +98,12 @@ class DriftConfig(_Strict):
     report: Literal["on_retrain", "on_action", "always", "never"] = "on_retrain"
 
 
+# The fixed defaults before calibration (issue 11), for configs that set some of them.
+FIXED_THRESHOLDS = {"finetune_drift_share": 0.5, "retrain_drift_share": 0.5,
+                    "finetune_quality_drop": 0.02, "retrain_quality_drop": 0.10}
+FIXED_TOLERANCES = {"promote_tolerance": 0.0, "forgetting_tolerance": 0.05}
+
+
 class PolicyConfig(_Strict):
     name: Literal["gated", "periodic", "drift-retrain", "finetune", "never", "cost-aware"] = "gated"
     # Thresholds: None (the default) = calibrated on the stream itself (greenloop/
@@ -119,6 +125,17 @@ class PolicyConfig(_Strict):
     # every policy and baseline variant in its own fresh namespace (cmp-<policy>), so it
     # never touches the production model and two periodic variants never share a champion.
     namespace: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _set_in_part_means_fixed(cls, data: object) -> object:
+        # A config that sets some thresholds (or one tolerance) was written against the
+        # fixed rules: the others it left out keep the fixed defaults they had then.
+        if isinstance(data, dict):
+            for group in (FIXED_THRESHOLDS, FIXED_TOLERANCES):
+                if any(data.get(k) is not None for k in group):
+                    data = {**data, **{k: v for k, v in group.items() if data.get(k) is None}}
+        return data
 
 
 class EnergyConfig(_Strict):

@@ -16,6 +16,7 @@ from greenloop.calibrate import (
     mae_se,
     paired_worse,
     row_losses,
+    stale,
 )
 from greenloop.config import PolicyConfig, RecipeConfig
 from greenloop.policy import Gated, Observation
@@ -87,6 +88,17 @@ def test_beyond_null_without_a_null_is_never_drift() -> None:
     assert not beyond_null(1.0, [])
     assert not beyond_null(1.0, [math.nan])
     assert not beyond_null(math.nan, [0.1])
+
+
+def test_stale_is_a_geometric_schedule() -> None:
+    assert not stale(0, 5)  # no model yet: the bootstrap decides
+    assert stale(10, 1, growth=0.1) and not stale(11, 1, growth=0.1)
+    # refits at 10, 11, 13, 15, ... : their number grows with log(batches), not batches
+    refits, seen = 0, 10
+    for batch in range(11, 1001):
+        if stale(seen, batch - seen, growth=0.1):
+            refits, seen = refits + 1, batch
+    assert 40 < refits < 60  # log(100) / log(1.1) = 48, where periodic refits 990 times
 
 
 # -- the paired promotion test --------------------------------------------------------------
@@ -177,6 +189,15 @@ def test_explicit_thresholds_work_as_before() -> None:
     # the SE and null are ignored when every threshold is given
     assert Gated(cfg).decide(_obs(0.03, 0.001, 0.45, null=(0.0,))).action == "skip"
     assert Gated(cfg).decide(_obs(0.25, 1.0, 0.5, null=(0.9,))).action == "retrain"
+
+
+def test_a_config_setting_some_thresholds_keeps_the_fixed_defaults_for_the_rest() -> None:
+    assert PolicyConfig().finetune_drift_share is None  # data-only: calibrated
+    partial = PolicyConfig(retrain_quality_drop=0.05, promote_tolerance=0.05)
+    assert (partial.finetune_quality_drop, partial.finetune_drift_share,
+            partial.retrain_drift_share) == (0.02, 0.5, 0.5)
+    assert partial.forgetting_tolerance == 0.05
+    assert PolicyConfig(retrain_quality_drop=0.05).promote_tolerance is None  # own group
 
 
 def test_default_recipes_stop_early_and_explicit_ones_do_not() -> None:
