@@ -306,7 +306,7 @@ def chosen_streams(args: argparse.Namespace) -> Iterator[tuple[str, Stream | Non
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="5 streams, 12 batches each")
+    ap.add_argument("--quick", action="store_true", help="5 streams, 20 batches each")
     ap.add_argument("--batches", type=int, default=None, help="batches per stream (default 30)")
     ap.add_argument("--only", default="", help="comma-separated stream names")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -315,7 +315,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     args = ap.parse_args()
     torch.set_num_threads(1)  # as the pipeline (tasks/runtime.py)
-    batches = args.batches or (12 if args.quick else 30)
+    batches = args.batches or (20 if args.quick else 30)
     home = Path(__file__).resolve().parent.parent
     folder = args.out or Path(tempfile.mkdtemp(prefix="greenloop-suite-"))
     folder.mkdir(parents=True, exist_ok=True)
