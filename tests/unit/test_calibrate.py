@@ -231,3 +231,33 @@ def test_early_stopping_stops_before_the_cap_and_keeps_the_best() -> None:
         fit(model, frame, "y", RecipeConfig(epochs=200, patience=patience), seed=0)
         epochs.append(calls["n"])
     assert epochs[1] < epochs[0] / 4  # noise: the holdout stops it long before 200 epochs
+
+
+def test_judge_wiring_refuses_only_a_worse_or_broken_candidate() -> None:
+    """`steps.refusal` with the default (None) tolerance runs the paired test on the
+    models' own predictions: the same model passes, a sabotaged copy does not; a fixed
+    tolerance still compares the drop as before."""
+    import torch
+
+    from greenloop.config import GreenloopConfig, ModelConfig
+    from greenloop.data import Schema
+    from greenloop.model import TabularModel
+    from greenloop.steps import refusal
+    from greenloop.train import fit
+
+    rng = np.random.default_rng(6)
+    frame = pd.DataFrame({"a": rng.normal(size=300)})
+    frame["y"] = np.where(frame["a"] > 0, "pos", "neg")
+    schema = Schema("y", ("a",), (), ())
+    champion = TabularModel.create(frame, schema, "classification", ModelConfig(hidden=[8]), 0)
+    fit(champion, frame, "y", RecipeConfig(epochs=30, lr=0.01), seed=0)
+    cfg = GreenloopConfig.model_validate({"name": "t", "data": {
+        "path": "x.csv", "target": "y", "task": "classification", "batch_rows": 10}})
+    assert refusal(None, 0.0, champion.copy(), champion, frame, cfg) is None
+    flipped = champion.copy()
+    with torch.no_grad():
+        flipped.net[-1].weight.neg_()
+        flipped.net[-1].bias.neg_()
+    assert "paired test" in (refusal(None, 0.0, flipped, champion, frame, cfg) or "")
+    fixed = refusal(0.05, 0.03, flipped, champion, frame, cfg)
+    assert fixed is None  # the fixed rule looks only at the drop it is given
