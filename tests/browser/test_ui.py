@@ -2,6 +2,11 @@
 data/landing/, then Debian's headless Chromium (driven by Playwright) reads the Prefect
 and MLflow pages and saves screenshots to reports/screenshots/.
 
+Served arrivals run warm: each file is one Prefect task run `arrival-<file stem>` in the
+serve process (no deployment flow run), and MLflow's batch runs nest under one parent
+run per served session, which carries the session's totals (service.*, idle.*): serve
+is stopped after the Prefect pages, so the MLflow pages show the closed session.
+
 Installs nothing: needs `chromium` (apt) and the `playwright` Python package (the
 `scale` extra); `make test-browser` provides both. Never `playwright install`.
 """
@@ -14,6 +19,7 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,6 +46,13 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(os.environ.get("GREENLOOP_SCREENSHOTS", REPO / "reports" / "screenshots"))
 DEPLOYMENTS = ["ingest-elec2", "update-elec2", "scheduled-update-elec2", "full-retrain-elec2"]
 MODEL = "elec2-finetune"
+FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+BATCH_COLUMNS = ["energy_kwh", "cpu_seconds.train", "wall_seconds.train", "emissions_kg",
+                 "drift_share"]
+SESSION_COLUMNS = ["service.cpu_seconds", "service.energy_kwh", "service.arrivals",
+                   "idle.cpu_seconds", "idle.energy_kwh"]
+# MLflow 3.17's runs table: the +/- button in a parent run's name cell shows its children.
+EXPAND = "[data-component-id$='runnamecellrenderer.tsx_46']"
 
 
 def _require_browser() -> None:
@@ -53,12 +66,105 @@ def _require_browser() -> None:
     require(missing, "browser check", "GREENLOOP_REQUIRE_BROWSER", "make test-browser")
 
 
-def _update_runs_final(base: str) -> list[dict]:
-    runs = flow_runs(base, ["update-elec2", "ingest-elec2"])
-    states = [r["state_type"] for r in runs]
-    if runs and all(s in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") for s in states):
+def _arrivals_final(base: str, n: int) -> list[dict[str, Any]]:
+    """The `arrival-*` task runs, once there are at least `n` and all are final."""
+    runs = [r for r in api(base, "/task_runs/filter", {"limit": 200})
+            if r["name"].startswith("arrival-")]
+    if len(runs) >= n and all(r["state_type"] in FINAL for r in runs):
         return runs
     return []
+
+
+def _task_run_logs(base: str, task_run_id: str) -> list[str]:
+    return [g["message"] for g in api(base, "/logs/filter", {
+        "logs": {"task_run_id": {"any_": [task_run_id]}}, "limit": 200})]
+
+
+def _session_parents(mlflow_ui: str, exp_id: str) -> list[dict[str, Any]]:
+    """The served-session parent runs, once finished with their totals logged (serve
+    closes the session when it stops; while it runs, the meter flushes every 120 s)."""
+    runs = api(f"{mlflow_ui}/ajax-api/2.0/mlflow", "/runs/search",
+               {"experiment_ids": [exp_id], "max_results": 100}).get("runs", [])
+    parents = []
+    for r in runs:
+        metrics = {m["key"]: m["value"] for m in r["data"].get("metrics", [])}
+        if ("served session" in r["info"].get("run_name", "") and "service.cpu_seconds"
+                in metrics and r["info"].get("status") == "FINISHED"):
+            parents.append({"id": r["info"]["run_id"], "name": r["info"]["run_name"],
+                            "metrics": metrics})
+    return parents
+
+
+def _toggle_columns(page: Any, names: list[str]) -> None:
+    """Tick (or untick) columns in the runs table's Columns menu."""
+    page.get_by_role("button", name="Columns", exact=True).click()
+    menu = page.get_by_role("dialog")
+    for col in names:
+        menu.locator(".du-bois-light-tree-title").filter(
+            has_text=re.compile(f"^{re.escape(col)}$")).first.click()
+    page.keyboard.press("Escape")
+
+
+def _widen(page: Any, header: str, px: int) -> None:
+    """Drag a column header's right edge: long run and metric names stay readable."""
+    box = page.get_by_role("columnheader", name=header, exact=True).first.bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] - 2, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] + px, y, steps=5)
+    page.mouse.up()
+
+
+def _cell_text(page: Any, run_id: str, column: str) -> str:
+    """The text of one run's cell under `column` (ag-grid splits a row into pinned and
+    scrolled parts, joined by the run id)."""
+    col_id = page.get_by_role("columnheader", name=column, exact=True).first.get_attribute(
+        "col-id")
+    return page.locator(f"[role='row'][row-id='{run_id}'] "
+                        f"[role='gridcell'][col-id='{col_id}']").first.inner_text().strip()
+
+
+def mlflow_runs_shots(page: Any, mlflow_ui: str, exp_id: str,
+                      parents: list[dict[str, Any]]) -> None:
+    """The runs table twice: the session expanded with the batch runs' energy columns
+    (mlflow-runs.png), then the session rows alone with their totals
+    (mlflow-parent-runs.png)."""
+    page.goto(f"{mlflow_ui}/#/experiments/{exp_id}/runs", wait_until="load")
+    page.get_by_text("served session").first.wait_for(timeout=60_000)
+    close = page.locator("[data-component-id='mlflow.assistant.chat_panel.close']")
+    if close.count():
+        close.first.click()
+    _toggle_columns(page, ["Dataset", "Source", "Models", *BATCH_COLUMNS])  # room for metrics
+    page.get_by_role("columnheader", name="energy_kwh").first.wait_for(timeout=30_000)
+    _widen(page, "Run Name", 150)
+    for parent in parents:
+        page.locator(f"[role='row'][row-id='{parent['id']}'] {EXPAND}").first.click()
+    page.get_by_text(f"{MODEL}-b00005").first.wait_for(timeout=30_000)
+    time.sleep(1.0)
+    page.screenshot(path=str(SHOTS / "mlflow-runs.png"))
+    text = page.inner_text("body")
+    for col in ["energy_kwh", "cpu_seconds.train", "emissions_kg"]:
+        assert col in text
+    for seq in range(1, 6):
+        assert f"{MODEL}-b{seq:05d}" in text
+
+    _toggle_columns(page, [*BATCH_COLUMNS, *SESSION_COLUMNS])
+    for parent in parents:  # collapse: the table lists the sessions only
+        page.locator(f"[role='row'][row-id='{parent['id']}'] {EXPAND}").first.click()
+    page.get_by_text(f"{MODEL}-b00005").first.wait_for(state="hidden", timeout=30_000)
+    for col in SESSION_COLUMNS:
+        _widen(page, col, 40)
+    time.sleep(1.0)
+    page.screenshot(path=str(SHOTS / "mlflow-parent-runs.png"))
+    text = page.inner_text("body")
+    for parent in parents:
+        assert parent["name"] in text
+        shown = {col: float(_cell_text(page, parent["id"], col)) for col in SESSION_COLUMNS}
+        assert shown == pytest.approx({c: parent["metrics"][c] for c in SESSION_COLUMNS},
+                                      rel=1e-6)  # the session's final totals, as logged
+        assert shown["service.arrivals"] == 5, shown
+        assert shown["service.cpu_seconds"] > 0 and shown["service.energy_kwh"] > 0, shown
+        assert shown["idle.cpu_seconds"] >= 0 and shown["idle.energy_kwh"] >= 0, shown
 
 
 def test_prefect_and_mlflow_uis_show_the_served_pipeline(tmp_path: Path) -> None:
@@ -90,13 +196,14 @@ def test_prefect_and_mlflow_uis_show_the_served_pipeline(tmp_path: Path) -> None
         wait_until(lambda: http_ok(f"{mlflow_ui}/health"), 120, "MLflow UI", procs=procs)
         timings["ui_ready_s"] = time.monotonic() - t0
 
-        # Four batches bootstrap the first model (arriving together: updates queue up on
-        # the model's concurrency limit and process them in arrival order) ...
+        # Four batches bootstrap the first model (arriving together: the task worker
+        # takes one arrival at a time, in arrival order) ...
         for b in batches[:4]:
             drop(b, landing)
         wait_until(lambda: ledger_rows(home, "SELECT 1 FROM versions WHERE model=?", (MODEL,)),
                    240, "the bootstrap model (4 batches)", procs=procs)
-        wait_until(lambda: _update_runs_final(base), 120, "all runs final", procs=procs)
+        wait_until(lambda: _arrivals_final(base, 4), 120, "4 arrival task runs final",
+                   procs=procs)
         # ... then one more batch: the timed path a user sees.
         t_drop = time.monotonic()
         drop(batches[4], landing)
@@ -104,22 +211,27 @@ def test_prefect_and_mlflow_uis_show_the_served_pipeline(tmp_path: Path) -> None
             home, "SELECT 1 FROM batches WHERE model=? AND seq=5 AND status='processed'",
             (MODEL,)), 120, "batch 5 processed", procs=procs)
         timings["batch_to_processed_s"] = time.monotonic() - t_drop
-        runs = wait_until(lambda: _update_runs_final(base), 120, "all runs final", procs=procs)
-        timings["batch_to_update_completed_s"] = time.monotonic() - t_drop
+        arrivals = wait_until(lambda: _arrivals_final(base, 5), 120, "5 arrival task runs final",
+                              procs=procs)
+        timings["batch_to_arrival_completed_s"] = time.monotonic() - t_drop
 
-        assert all(r["state_type"] == "COMPLETED" for r in runs), \
-            [(r["name"], r["deployment_name"], r["state_type"]) for r in runs]
-        ingests = [r for r in runs if r["deployment_name"] == "ingest-elec2"]
-        assert len(ingests) == 5  # one per file, each file once
+        assert all(r["state_type"] == "COMPLETED" for r in arrivals), \
+            [(r["name"], r["state_type"]) for r in arrivals]
+        # One task run per file, each file once, none inside a flow run.
+        assert sorted(r["name"] for r in arrivals) == [f"arrival-batch-{i:05d}"
+                                                       for i in range(1, 6)]
+        assert all(r["flow_run_id"] is None for r in arrivals)
+        assert flow_runs(base, ["ingest-elec2", "update-elec2"]) == []
         processed = ledger_rows(home, "SELECT seq, decision, version FROM batches WHERE model=? "
                                       "ORDER BY seq", (MODEL,))
         assert [(s, d) for s, d, _ in processed] == [
             (1, "skip"), (2, "skip"), (3, "skip"), (4, "retrain"), (5, "finetune")]
         new_version = processed[-1][2]
         assert new_version == 2
-        last_update = next(r for r in runs if r["deployment_name"] == "update-elec2"
-                           and r["start_time"] and r["start_time"] >= max(
-                               i["start_time"] for i in ingests))
+        fifth = next(r for r in arrivals if r["name"] == "arrival-batch-00005")
+        wait_until(lambda: any("batch 5: finetune -> version 2" in m
+                               for m in _task_run_logs(base, fifth["id"])),
+                   30, "batch 5's log line on the server", procs=procs)
         deployments = {d["name"]: d["id"] for d in api(base, "/deployments/filter", {})}
         limits = {c["name"]: c["limit"] for c in api(base, "/v2/concurrency_limits/filter", {})}
         assert limits[f"greenloop-update-{MODEL}"] == 1  # one update of the model at a time
@@ -152,36 +264,27 @@ def test_prefect_and_mlflow_uis_show_the_served_pipeline(tmp_path: Path) -> None
                          "prefect-full-retrain-deployment.png")
             assert "At 03:00 AM, only on Sunday" in text  # present, inactive by default
 
-            text = visit(f"{prefect_ui}/runs/flow-run/{last_update['id']}", "Completed",
-                         "prefect-update-run.png")
-            assert "update-elec2" in text
+            text = visit(f"{prefect_ui}/runs/task-run/{fifth['id']}", "arrival-batch-00005",
+                         "prefect-arrival-run.png")
             page.get_by_text(re.compile(r"batch 5: finetune -> version 2")).first.wait_for(
                 timeout=30_000)
-            page.screenshot(path=str(SHOTS / "prefect-update-run.png"))
-
-            exp = json.loads(page.request.get(
-                f"{mlflow_ui}/ajax-api/2.0/mlflow/experiments/get-by-name"
-                "?experiment_name=greenloop-elec2").text())["experiment"]["experiment_id"]
-            visit(f"{mlflow_ui}/#/experiments/{exp}/runs", f"{MODEL}-b00005",
-                  "mlflow-runs.png")
-            close = page.locator("[data-component-id='mlflow.assistant.chat_panel.close']")
-            if close.count():
-                close.first.click()
-            page.get_by_role("button", name="Columns", exact=True).click()
-            menu = page.get_by_role("dialog")
-            for col in ["energy_kwh", "cpu_seconds.train", "wall_seconds.train",
-                        "emissions_kg", "drift_share"]:
-                menu.locator(".du-bois-light-tree-title").filter(
-                    has_text=re.compile(f"^{re.escape(col)}$")).first.click()
-            page.keyboard.press("Escape")
-            page.get_by_role("columnheader", name="energy_kwh").first.wait_for(timeout=30_000)
-            time.sleep(1.0)
-            page.screenshot(path=str(SHOTS / "mlflow-runs.png"))
+            time.sleep(0.5)
+            page.screenshot(path=str(SHOTS / "prefect-arrival-run.png"))
             text = page.inner_text("body")
-            for col in ["energy_kwh", "cpu_seconds.train", "emissions_kg"]:
-                assert col in text
-            for seq in range(1, 6):
-                assert f"{MODEL}-b{seq:05d}" in text
+            assert "Completed" in text and "batch 5: finetune -> version 2" in text
+
+            # Stopping serve closes the served session: its final totals go to the parent
+            # run at once (instead of the meter's next 120 s flush); the MLflow UI stays up.
+            t_stop = time.monotonic()
+            serve.stop()
+            exp_id = api(f"{mlflow_ui}/ajax-api/2.0/mlflow",
+                         "/experiments/get-by-name?experiment_name=greenloop-elec2")[
+                             "experiment"]["experiment_id"]
+            parents = wait_until(lambda: _session_parents(mlflow_ui, exp_id), 60,
+                                 "the served session's totals in MLflow", procs=(ui,))
+            timings["serve_stop_to_session_totals_s"] = time.monotonic() - t_stop
+            assert len(parents) == 1  # one session, one model
+            mlflow_runs_shots(page, mlflow_ui, exp_id, parents)
 
             text = visit(f"{mlflow_ui}/#/models/{MODEL}/versions/{new_version}",
                          "parent_version", "mlflow-model-version.png")
