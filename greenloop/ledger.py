@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 
 # Columns added after ledgers were already in the field: added in place if missing.
 MIGRATIONS = (("batches", "attempts", "INTEGER NOT NULL DEFAULT 0"),
+              ("batches", "labelled_rows", "INTEGER"),  # rows with a target (scored, trained)
               ("versions", "run_id", "TEXT"))
 
 
@@ -101,6 +102,12 @@ class BatchRow:
     source: str | None = None
     attempts: int = 0
     error: str | None = None
+    labelled_rows: int | None = None  # None: recorded before unlabelled rows were kept
+
+    @property
+    def scored_rows(self) -> int:
+        """Rows that count in prequential quality: the labelled ones."""
+        return self.rows or 0 if self.labelled_rows is None else self.labelled_rows
 
 
 class Ledger:
@@ -471,4 +478,4 @@ def _batch(r: sqlite3.Row) -> BatchRow:
     return BatchRow(r["model"], r["hash"], int(r["seq"]), r["status"], r["role"],
                     r["accepted_path"], r["rows"], r["decision"], r["quality_before"],
                     r["version"], r["dvc_md5"], r["reason"], r["source"],
-                    int(r["attempts"] or 0), r["error"])
+                    int(r["attempts"] or 0), r["error"], r["labelled_rows"])

@@ -10,11 +10,12 @@ from greenloop.ledger import Ledger
 
 
 def prequential(ledger: Ledger, model: str) -> tuple[float, int, int]:
-    """Row-weighted test-then-train quality over post-bootstrap batches: (value, batches, rows)."""
+    """Test-then-train quality over post-bootstrap batches, weighted by labelled rows (rows
+    without a target are predicted but cannot be scored): (value, batches, rows)."""
     rows = [b for b in ledger.batches(model, ("processed",))
             if b.role == "update" and b.quality_before is not None]
-    n = sum(b.rows or 0 for b in rows)
-    value = sum((b.quality_before or 0.0) * (b.rows or 0) for b in rows) / n if n else float("nan")
+    n = sum(b.scored_rows for b in rows)
+    value = sum((b.quality_before or 0.0) * b.scored_rows for b in rows) / n if n else float("nan")
     return value, len(rows), n
 
 
@@ -40,6 +41,7 @@ def build_summary(ledger: Ledger, *, model: str, dataset: str, policy: str, task
     return {
         "dataset": dataset, "policy": policy, "task": task,
         "batches": len(processed), "rows": sum(b.rows or 0 for b in processed),
+        "unlabelled_rows": sum((b.rows or 0) - b.scored_rows for b in processed),
         "update_batches": sum(decisions.values()),
         "metric": metric_name(task), "prequential": value,
         "decisions": decisions,

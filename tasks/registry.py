@@ -10,6 +10,7 @@ from greenloop.energy import Reading
 from greenloop.evaluate import metric_name
 from greenloop.faults import checkpoint
 from greenloop.ledger import LineageConflict
+from greenloop.step import labelled_rows
 from greenloop.steps import quality_gain
 from tasks.mlmodel import write_mlmodel
 from tasks.pipeline import Work
@@ -20,7 +21,10 @@ from tasks.tracking import DatasetRef
 
 def _metrics(rt: Runtime, work: Work) -> dict[str, float]:
     m = metric_name(rt.cfg.data.task)
+    labelled = labelled_rows(work.batch, rt.cfg)
     out: dict[str, float] = {f"{m}_before": work.quality_before, "rows": len(work.batch.frame),
+                             "labelled_rows": labelled,
+                             "unlabelled_rows": len(work.batch.frame) - labelled,
                              "train_rows": work.train_rows}
     if work.drift is not None:
         out["drift_share"] = work.drift.share
@@ -92,7 +96,8 @@ def _register(rt: Runtime, work: Work) -> dict[str, object]:
         reason=work.decision.reason if work.decision else None, version=version,
         quality_before=None if math.isnan(work.quality_before) else work.quality_before,
         quality_after=work.verdict.candidate_recent if work.verdict else None,
-        drift_share=work.drift.share if work.drift else None, mlflow_run_id=run_id, error=None)
+        drift_share=work.drift.share if work.drift else None, mlflow_run_id=run_id, error=None,
+        labelled_rows=labelled_rows(work.batch, rt.cfg))
     # One ledger transaction: the version, the champion (compare-and-swap against the
     # champion when training began) and `processed`. Then the MLflow alias follows.
     promoted = rt.ledger.complete_batch(rt.model_name, work.batch.digest, values,

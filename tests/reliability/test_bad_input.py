@@ -98,15 +98,34 @@ def test_text_in_numeric_column(served: Project) -> None:
     reject(served, str(served.drop(frame, "text.csv")), "text in numeric column 'x3'")
 
 
-def test_all_nan_column(served: Project) -> None:
+def accept(p: Project, path: str) -> tuple[str, int]:
+    """Ingest `path`: a batch a user would call valid is accepted and processed."""
+    ledger = p.ledger()
+    quarantined = ledger.quarantine_count(NAME)
+    code, out = p.cli("ingest", path)
+    assert code == 0, out
+    assert ledger.quarantine_count(NAME) == quarantined
+    row = ledger.batches(MODEL)[-1]
+    assert row.status == "processed", (row, out)
+    return row.hash, row.seq
+
+
+def test_a_numeric_column_empty_in_one_batch_is_accepted(served: Project) -> None:
+    """Issue 11: a sensor silent for one batch is imputed, not a reason to drop the batch
+    (it used to be rejected as `column(s) entirely empty (all NaN)`)."""
     frame = served.batch(56).assign(x4=np.nan)
-    reject(served, str(served.drop(frame, "allnan.csv")), "all NaN")
+    accept(served, str(served.drop(frame, "allnan.csv")))
 
 
-def test_nan_in_target(served: Project) -> None:
+def test_rows_with_a_missing_target_are_kept_and_counted(served: Project) -> None:
+    """Issue 11: an unlabelled row is predicted and drift-checked, left out of scoring and
+    training, and counted (ledger, summary) — not a reason to reject the labelled rows."""
     frame = served.batch(57)
-    frame.loc[3, "y"] = None
-    reject(served, str(served.drop(frame, "nantarget.csv")), "missing value")
+    frame.loc[[3, 7], "y"] = None
+    digest, _ = accept(served, str(served.drop(frame, "nantarget.csv")))
+    row = served.ledger().batch(MODEL, digest)
+    assert row is not None and row.rows == len(frame) and row.labelled_rows == len(frame) - 2
+    assert row.scored_rows == len(frame) - 2
 
 
 def test_inf_in_target(served: Project) -> None:
