@@ -100,11 +100,13 @@ def spread_pick(items: Sequence[Any], budget: int) -> list[Any]:
 
 
 def gated_grid() -> list[dict[str, float]]:
+    """The self-calibrating defaults first (no knob set: thresholds in the stream's own
+    noise units), then the fixed-threshold grid."""
     keys = list(GATED_GRID)
     points: list[dict[str, float]] = [{}]
     for k in keys:
         points = [{**p, k: v} for p in points for v in GATED_GRID[k]]
-    return points
+    return [{}, *points]
 
 
 def prefix_length(n_batches: int, prefix: float) -> int:
@@ -185,7 +187,7 @@ def tune_stream(cfg: GreenloopConfig, batches: Sequence[Batch], schema: Schema, 
     periodic = cheapest_within(task, periodic_runs[best].quality, costs) or best
     policy_runs: dict[str, Screened] = {}
     for point in spread_pick(gated_grid(), per_family):
-        label = ",".join(f"{k_}={v}" for k_, v in point.items())
+        label = ",".join(f"{k_}={v}" for k_, v in point.items()) or "calibrated defaults"
         s = screen(with_knobs(cfg, **point), seen, schema, label)
         policy_runs[label] = Screened(label, s.quality, s.train_row_epochs,
                                       s.train_cpu_seconds, s.decisions, point)

@@ -115,7 +115,7 @@ def test_bad_requests_name_the_problem() -> None:
 
 
 def test_budget_spreads_over_each_family() -> None:
-    assert len(gated_grid()) == 27
+    assert len(gated_grid()) == 28 and gated_grid()[0] == {}  # calibrated defaults first
     assert spread_pick(list(range(16)), 4) == [0, 5, 10, 15]
     assert spread_pick(list(range(3)), 10) == [0, 1, 2]
     assert spread_pick(list(range(16)), 1) == [0]
