@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import psutil
 
+from greenloop.energy import Reading
 from greenloop.ledger import Ledger
 
 
@@ -70,14 +71,8 @@ class ProcessTree:
         return ", ".join(names)
 
 
-@dataclass
-class Window:
-    """One metered window: CPU-seconds of the tree, wall time, CodeCarbon's reading."""
-
-    cpu_seconds: float = 0.0
-    wall_seconds: float = 0.0
-    energy_kwh: float = 0.0
-    emissions_kg: float = 0.0
+# One metered window (an arrival, the idle time, a session): a Reading, as a phase is.
+Window = Reading
 
 
 def record_session(ledger: Ledger, session_id: str, started_at: float, whole: Window,

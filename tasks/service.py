@@ -92,9 +92,10 @@ class ServiceMeter:
             self._open = None
             kwh, kg = self._switch("idle")
             self._add_whole(kwh, kg)
-            window = Window(self.tree.cpu_seconds() - cpu0, time.perf_counter() - wall0, kwh, kg)
-            for f in ("cpu_seconds", "wall_seconds", "energy_kwh", "emissions_kg"):
-                setattr(self.batches, f, getattr(self.batches, f) + getattr(window, f))
+            window = Window(energy_kwh=kwh, emissions_kg=kg,
+                            cpu_seconds=self.tree.cpu_seconds() - cpu0,
+                            wall_seconds=time.perf_counter() - wall0)
+            self.batches = self.batches + window
             self.n_batches += 1
         self._slot.release()
         if on_closed is not None:
