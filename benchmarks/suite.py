@@ -212,6 +212,7 @@ class Row:
     quality: dict[str, float]  # policy -> prequential (accuracy or MAE)
     decisions: dict[str, dict[str, int]]
     promoted: dict[str, int]
+    train_cpu_seconds: dict[str, float]  # CPU time in training only: not energy
     seconds: float
 
     def delta(self) -> float:
@@ -243,6 +244,7 @@ def run_stream(name: str, task: str, cfg: GreenloopConfig, csv: Path, batches: i
     quality: dict[str, float] = {}
     decisions: dict[str, dict[str, int]] = {}
     promoted: dict[str, int] = {}
+    train_cpu: dict[str, float] = {}
     for policy in POLICIES:
         chosen = with_overrides(cfg.with_policy(policy), overrides) if overrides \
             else cfg.with_policy(policy)
@@ -251,11 +253,12 @@ def run_stream(name: str, task: str, cfg: GreenloopConfig, csv: Path, batches: i
         quality[policy] = float(summary["prequential"])  # type: ignore[arg-type]
         decisions[policy] = sim.decisions()
         promoted[policy] = int(summary["promoted"])  # type: ignore[call-overload]
+        train_cpu[policy] = sim.train_cpu_seconds
     first_update = cfg.data.bootstrap_batches + 1  # simulate's first update batch
     quality["naive"] = naive_prequential(task, cfg.data.target, stream_batches, first_update)
     rows = sum(len(b.frame) for b in stream_batches)
     return Row(name, task, rows, cfg.data.batch_rows or _mean_rows(stream_batches),
-               len(schema.features), quality, decisions, promoted,
+               len(schema.features), quality, decisions, promoted, train_cpu,
                round(time.perf_counter() - t0, 1))
 
 
@@ -269,8 +272,9 @@ def _fmt(task: str, value: float) -> str:
 
 def table(rows: list[Row]) -> str:
     head = ("| stream | task | rows | batch | features | default | periodic | delta | finetune "
-            "| naive | default decisions (skip/ft/rt, promoted) | verdict |")
-    lines = [head, "|" + "---|" * 12]
+            "| naive | default decisions (skip/ft/rt, promoted) | train CPU-s default/periodic "
+            "| verdict |")
+    lines = [head, "|" + "---|" * 13]
     for r in rows:
         d = r.decisions["gated"]
         unit = " pts" if r.task == "classification" else " %"
@@ -280,6 +284,7 @@ def table(rows: list[Row]) -> str:
             f"| {_fmt(r.task, r.quality['periodic'])} | {r.delta():+.2f}{unit} "
             f"| {_fmt(r.task, r.quality['finetune'])} | {_fmt(r.task, r.quality['naive'])} "
             f"| {d['skip']}/{d['finetune']}/{d['retrain']}, {r.promoted['gated']} "
+            f"| {r.train_cpu_seconds['gated']:.1f}/{r.train_cpu_seconds['periodic']:.1f} "
             f"| {r.verdict()} |")
     return "\n".join(lines)
 

@@ -131,11 +131,14 @@ def step(inp: StepInput, cfg: GreenloopConfig, schema: Schema, policy: Policy,
     if champion is not None:
         with edges.phase("observe", None):  # test, then train: before anything learns
             quality_before = evaluate(champion, inp.batch.frame, cfg.data.target)
+            se = quality_se(champion, inp.batch.frame, cfg.data.target,
+                            _reference_quality(inp, quality_before))
         with edges.phase("drift", None):
             reference = reference_window(inp, cfg)
             drift = detect(concat([b.frame for b in reference]), inp.batch.frame, schema,
                            cfg.drift)
-        decision = _decide(inp, cfg, policy, quality_before, drift, reference, schema)
+            null = _drift_null_if_calibrating(policy, reference, schema, cfg)
+        decision = _decide(inp, cfg, policy, quality_before, drift, se, null)
     else:
         decision = bootstrap_decision(inp, cfg)
     if champion is not None and not labelled_rows(inp.batch, cfg):
@@ -163,18 +166,28 @@ def step(inp: StepInput, cfg: GreenloopConfig, schema: Schema, policy: Policy,
     return StepOutcome(quality_before, drift, decision, reference, len(rows), candidate, verdict)
 
 
-def _decide(inp: StepInput, cfg: GreenloopConfig, policy: Policy, quality_before: float,
-            drift: DriftResult, reference: list[Batch], schema: Schema) -> Decision:
+def _reference_quality(inp: StepInput, quality_before: float) -> float:
     reference_quality = inp.champion.reference_quality
     if reference_quality is None or math.isnan(reference_quality):
-        reference_quality = quality_before
-    # The stream's own noise, for thresholds left to calibrate (greenloop/calibrate.py).
+        return quality_before
+    return reference_quality
+
+
+def _drift_null_if_calibrating(policy: Policy, reference: list[Batch], schema: Schema,
+                               cfg: GreenloopConfig) -> tuple[float, ...]:
+    """The reference batches' drift shares against each other (the stream's own
+    batch-to-batch drift), when a policy that reads drift has a threshold to calibrate."""
     p = cfg.policy
-    calibrating_drift = policy.name in ("gated", "drift-retrain", "cost-aware") and (
-        p.finetune_drift_share is None or p.retrain_drift_share is None)
-    null = drift_null(reference, schema, cfg.drift) if calibrating_drift else ()
-    se = quality_se(inp.champion.model, inp.batch.frame, cfg.data.target, reference_quality) \
-        if inp.champion.model is not None else math.nan
+    if policy.name in ("gated", "drift-retrain", "cost-aware") and (
+            p.finetune_drift_share is None or p.retrain_drift_share is None):
+        return drift_null(reference, schema, cfg.drift)
+    return ()
+
+
+def _decide(inp: StepInput, cfg: GreenloopConfig, policy: Policy, quality_before: float,
+            drift: DriftResult, se: float, null: tuple[float, ...]) -> Decision:
+    # `se` and `null`: the stream's own noise, for thresholds left to calibrate.
+    reference_quality = _reference_quality(inp, quality_before)
     through = inp.champion.trained_through
     seen = sum(1 for b in inp.history if through is not None and b.seq <= through)
     obs = Observation(
