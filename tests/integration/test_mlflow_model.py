@@ -98,6 +98,10 @@ def test_the_champion_loads_offline_and_predicts_one_per_row(store: Store) -> No
     finally:
         mlflow.set_tracking_uri(None)
         mlflow.set_registry_uri(None)
+        # MLflow 3.17 keeps MLFLOW_REGISTRY_URI in the environment after
+        # set_registry_uri(None): a later client in this process would read this store.
+        os.environ.pop("MLFLOW_REGISTRY_URI", None)
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
     batch = _frame(37, seed=2)
     out = np.asarray(loaded.predict(batch))
     assert out.shape == (37,)
