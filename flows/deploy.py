@@ -33,6 +33,7 @@ from prefect.events import DeploymentEventTrigger
 from prefect.exceptions import ObjectAlreadyExists
 from prefect.schedules import Cron
 
+from flows.confine import confine
 from flows.retrain import full_retrain
 from flows.update import ingest, update
 from greenloop.config import GreenloopConfig, load_config
@@ -76,6 +77,7 @@ def update_model(config: str, policy: str | None = None, home: str | None = None
     waits (so arrivals are never stuck behind queued updates). The holder processes
     until no accepted batch is left, releases, and checks once more: a batch accepted
     while it held the slot is never stranded."""
+    confine(config, home)  # API callers can override the fixed parameters
     name, results = limit_name(_model(config, policy)), []
     found = rescan(get_runtime(config, policy, home))
     if found:  # arrivals whose report was lost: ingested now, processed below
@@ -105,6 +107,7 @@ def update_model(config: str, policy: str | None = None, home: str | None = None
 @flow(name="full-retrain", log_prints=True)
 def full_retrain_model(config: str, policy: str | None = None, home: str | None = None,
                        reason: str = "scheduled full retrain") -> list[dict]:
+    confine(config, home)  # API callers can override the fixed parameters
     with one_update_at_a_time(config, policy):
         return full_retrain.fn(config, policy, home, reason)
 

@@ -7,6 +7,7 @@ import os
 
 from prefect import flow
 
+from flows.confine import confine
 from greenloop.ledger import BatchRow, LedgerBusy, LineageConflict
 from greenloop.locks import model_lock
 from greenloop.redact import redact
@@ -40,6 +41,7 @@ class NonFiniteQuality(RuntimeError):
 @flow(name="ingest", log_prints=True)
 def ingest(path: str, config: str, policy: str | None = None, home: str | None = None) -> dict:
     """Validate, version and record one arrived file (no training)."""
+    confine(config, home)  # as a deployment, API callers can override the fixed parameters
     rt = get_runtime(config, policy, home)
     result = ingest_batch(rt, path)
     if not result.duplicate:

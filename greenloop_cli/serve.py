@@ -35,6 +35,18 @@ def _service_env() -> None:
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 
+def _client_auth(home: Path | None) -> None:
+    """The auth string of the project's served Prefect server (state/prefect/auth),
+    unless PREFECT_API_AUTH_STRING is set. Before Prefect is imported: its settings are
+    read once."""
+    from greenloop_cli.servers import ServerError, use_project_auth
+
+    try:
+        use_project_auth(Workspace.from_env(home).home)
+    except ServerError as e:
+        _fail(str(e))
+
+
 def _datasets(configs: list[Path]) -> list[str]:
     for c in configs:
         _check_config(c)
@@ -62,7 +74,13 @@ def serve(config: ConfigsOpt, policy: PolicyOpt = None, home: HomeOpt = None,
     _service_env()
     datasets = _datasets(config)
     ws = Workspace.from_env(home)
-    from greenloop_cli.servers import ServerError, prefect_server, start_mlflow_ui, wait_healthy
+    from greenloop_cli.servers import (
+        ServerError,
+        auth_path,
+        prefect_server,
+        start_mlflow_ui,
+        wait_healthy,
+    )
 
     mlflow_ui = None
     # Until Prefect's runner takes SIGTERM over, make it unwind (and stop the servers).
@@ -77,6 +95,8 @@ def serve(config: ConfigsOpt, policy: PolicyOpt = None, home: HomeOpt = None,
         with prefect_server(ws.state, port) as server:
             # PREFECT_API_URL is in the environment now, before Prefect is first imported.
             typer.echo(f"Prefect UI: {server.url}  (API {os.environ['PREFECT_API_URL']})")
+            if server.auth is not None:  # the path only: the string is never printed
+                typer.echo(f"Prefect UI password: the contents of {auth_path(ws.state)}")
             if mlflow_ui is not None:
                 wait_healthy(mlflow_ui, timeout_s=120)
                 typer.echo(f"MLflow UI: {mlflow_ui.url}")
@@ -94,6 +114,7 @@ def _serve_warm(configs: list[str], datasets: list[str], policy: str | None, ws:
                 limit: int) -> None:
     """Deployments on the runner (main thread), arrivals on a task worker (a thread), the
     landing watcher (a thread) and the service meter, until interrupted."""
+    from flows.confine import SERVED_HOME_ENV
     from flows.deploy import prepared_deployments
     from flows.warm import start_worker, submit, use_meter
     from tasks.events import watch_landing
@@ -102,6 +123,8 @@ def _serve_warm(configs: list[str], datasets: list[str], policy: str | None, ws:
     from tasks.service import ServiceMeter
 
     home = str(ws.home)
+    # The runner's flow runs inherit it: they refuse any other home (flows/confine.py).
+    os.environ[SERVED_HOME_ENV] = home
     deps = prepared_deployments(configs, policy, home)
     runtimes = {d: get_runtime(c, policy, home) for c, d in zip(configs, datasets, strict=True)}
     meter = None
@@ -136,6 +159,7 @@ def _serve_warm(configs: list[str], datasets: list[str], policy: str | None, ws:
     try:
         prefect_serve(*deps, limit=limit, print_starting_message=False)
     finally:
+        os.environ.pop(SERVED_HOME_ENV, None)
         stop.set()
         if meter is not None:
             meter.close()
@@ -174,6 +198,7 @@ def worker(config: ConfigsOpt, policy: PolicyOpt = None, home: HomeOpt = None,
     _service_env()
     if not os.environ.get("PREFECT_API_URL"):
         _fail("PREFECT_API_URL is not set: a task worker takes its runs from a Prefect server")
+    _client_auth(home)
     _datasets(config)
     from flows.warm import start_worker
 
@@ -194,6 +219,7 @@ def deploy(config: ConfigsOpt, pool: Annotated[str, typer.Option(
     _service_env()
     if not os.environ.get("PREFECT_API_URL"):
         _fail("PREFECT_API_URL is not set: work pools live on a Prefect server")
+    _client_auth(home)
     _datasets(config)
     from flows.deploy import deploy_to_pool
 
@@ -210,6 +236,7 @@ def watch(config: ConfigsOpt, home: HomeOpt = None, poll_seconds: PollOpt = 1.0)
     if not os.environ.get("PREFECT_API_URL"):
         _fail("PREFECT_API_URL is not set: events need a Prefect server "
               "(`greenloop serve` starts one and watches too)")
+    _client_auth(home)
     datasets = _datasets(config)
     from tasks.events import watch_landing
 

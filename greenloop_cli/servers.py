@@ -3,12 +3,21 @@
 Both bind 127.0.0.1. A server is started in its own process group (so stopping it
 stops its workers too) and health-polled over HTTP before anyone uses it. No Prefect
 or MLflow import here: the servers are their own CLIs, run from this venv.
+
+The Prefect server started here is closed to whoever lacks the project's auth string
+(`state/prefect/auth`, mode 0600): binding 127.0.0.1 keeps other machines out, not other
+local users, nor web pages open in the operator's browser (hence CSRF protection and
+CORS limited to the server's own origin).
 """
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -16,10 +25,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 LOCALHOST = "127.0.0.1"
+AUTH_USER = "greenloop"
+AUTH_ENV = "PREFECT_API_AUTH_STRING"  # the client side (Prefect's own setting)
 
 
 class ServerError(RuntimeError):
@@ -33,6 +44,7 @@ class Server:
     health_url: str
     process: subprocess.Popen[bytes] | None  # None: an external server we did not start
     log_path: Path | None = None
+    auth: str | None = field(default=None, repr=False)  # never printed
 
     def stop(self, timeout_s: float = 15.0) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -62,10 +74,15 @@ def healthy(url: str, timeout_s: float = 2.0) -> bool:
 
 
 def wait_healthy(server: Server, timeout_s: float = 90.0, poll_s: float = 0.5) -> float:
-    """Poll until the health URL answers 2xx; returns seconds waited."""
+    """Poll until the health URL answers 2xx; returns seconds waited. A server started
+    with an auth string must also prove it knows it (see `is_ours`): a health answer
+    alone could come from any process that took the port first."""
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < timeout_s:
         if healthy(server.health_url):
+            if server.auth is not None and not is_ours(server):
+                raise ServerError(f"{server.name}: the server answering at {server.url} is "
+                                  f"not the one started here; see {server.log_path}")
             return time.perf_counter() - t0
         if server.process is not None and server.process.poll() is not None:
             raise ServerError(f"{server.name} exited with code {server.process.returncode}; "
@@ -89,6 +106,90 @@ def prefect_api_url(port: int) -> str:
     return f"http://{LOCALHOST}:{port}/api"
 
 
+def basic_auth_header(auth: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()}
+
+
+def _status(url: str, headers: dict[str, str] | None = None, timeout_s: float = 5.0) -> int:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as r:  # noqa: S310 - local URL
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+    except (urllib.error.URLError, OSError, ValueError):
+        return 0
+
+
+def is_ours(server: Server) -> bool:
+    """The server refuses a request without our auth string and accepts one with it:
+    only a server started with this string does both."""
+    probe = server.health_url.removesuffix("/health") + "/admin/version"
+    return (_status(probe) == 401
+            and _status(probe, basic_auth_header(server.auth or "")) == 200)
+
+
+def port_in_use(port: int, host: str = LOCALHOST) -> bool:
+    """Does anything accept connections on host:port?"""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        return s.connect_ex((host, port)) == 0
+
+
+def auth_path(state_dir: Path) -> Path:
+    return state_dir / "prefect" / "auth"
+
+
+def read_auth(state_dir: Path) -> str | None:
+    """The project's Prefect auth string, or None if no server was ever started here.
+    Refused if group or others may read it: then it is no secret any more."""
+    path = auth_path(state_dir)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ServerError(f"{path} is readable by other users (mode {stat.filemode(mode)}): "
+                          f"delete it (a new auth string is made at the next serve) or "
+                          f"`chmod 600` it")
+    auth = path.read_text().strip()
+    if not auth:
+        raise ServerError(f"{path} is empty: delete it (a new one is made at the next serve)")
+    return auth
+
+
+def project_auth(state_dir: Path) -> str:
+    """The auth string of the project's Prefect server: made once per project home and
+    kept (mode 0600), so workers with the same home (a shared filesystem) can read it."""
+    existing = read_auth(state_dir)
+    if existing is not None:
+        return existing
+    path = auth_path(state_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".auth.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{AUTH_USER}:{secrets.token_urlsafe(32)}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    try:  # link, not rename: two serves starting at once keep the first one's string
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return read_auth(state_dir) or ""
+
+
+def use_project_auth(home: Path) -> None:
+    """For clients (worker, watch, deploy): the project's auth string, unless
+    PREFECT_API_AUTH_STRING is set. Call before Prefect is imported."""
+    if not os.environ.get(AUTH_ENV):
+        auth = read_auth(home / "state")
+        if auth is not None:
+            os.environ[AUTH_ENV] = auth
+
+
 # Server services greenloop does not use, off: they wake every 5-20 s for nothing
 # (measured idle, issue 9). Kept: the scheduler (cron deployments), triggers and the
 # event persister (event-triggered deployments), the task-run recorder (the arrival task
@@ -106,13 +207,23 @@ IDLE_TRIM = {
 
 def start_prefect_server(state_dir: Path, port: int = 4200) -> Server:
     """`prefect server start` on 127.0.0.1 with its database under `state_dir` unless
-    PREFECT_HOME is set (so a project's runs stay with the project)."""
-    api = prefect_api_url(port)
+    PREFECT_HOME is set (so a project's runs stay with the project), closed with the
+    project's auth string, CSRF protection on and CORS limited to its own origin.
+    Refuses to start when something already listens on the port."""
+    if port_in_use(port):
+        raise ServerError(f"port {port} on {LOCALHOST} is already taken by another "
+                          f"server: choose another --port, or set PREFECT_API_URL to use "
+                          f"an existing Prefect server")
+    api, origin = prefect_api_url(port), f"http://{LOCALHOST}:{port}"
+    auth = project_auth(state_dir)
     # The UI asks the server where its API is: without these it says port 4200 whatever
     # --port was given.
     env = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true",
            "PREFECT_SERVER_API_HOST": LOCALHOST, "PREFECT_SERVER_API_PORT": str(port),
-           "PREFECT_UI_API_URL": api, "PREFECT_API_URL": api}
+           "PREFECT_UI_API_URL": api, "PREFECT_API_URL": api,
+           "PREFECT_SERVER_API_AUTH_STRING": auth, AUTH_ENV: auth,
+           "PREFECT_SERVER_CSRF_PROTECTION_ENABLED": "true",
+           "PREFECT_SERVER_CORS_ALLOWED_ORIGINS": origin}
     if "PREFECT_HOME" not in os.environ:
         env["PREFECT_HOME"] = str(state_dir / "prefect")
     for key, value in IDLE_TRIM.items():
@@ -120,7 +231,8 @@ def start_prefect_server(state_dir: Path, port: int = 4200) -> Server:
     server = spawn("prefect server",
                    [venv_bin("prefect"), "server", "start", "--host", LOCALHOST, "--port",
                     str(port)], state_dir / "logs" / "prefect-server.log", env,
-                   url=f"http://{LOCALHOST}:{port}", health_url=f"{api}/health")
+                   url=origin, health_url=f"{api}/health")
+    server.auth = auth
     return server
 
 
@@ -132,18 +244,26 @@ def external_prefect(api_url: str) -> Server:
 @contextmanager
 def prefect_server(state_dir: Path, port: int = 4200,
                    timeout_s: float = 90.0) -> Iterator[Server]:
-    """PREFECT_API_URL if set (an existing server), else one started here and stopped
-    on exit. Sets PREFECT_API_URL in this process for whatever runs inside."""
+    """PREFECT_API_URL if set (an existing server, used as its user configured it), else
+    one started here and stopped on exit. Sets PREFECT_API_URL (and, for a server
+    started here, PREFECT_API_AUTH_STRING) in this process for whatever runs inside."""
     existing = os.environ.get("PREFECT_API_URL")
     server = external_prefect(existing) if existing else start_prefect_server(state_dir, port)
+    before = os.environ.get(AUTH_ENV)
     try:
         wait_healthy(server, timeout_s)
         os.environ["PREFECT_API_URL"] = prefect_api_url(port) if not existing else existing
+        if server.auth is not None:
+            os.environ[AUTH_ENV] = server.auth
         yield server
     finally:
         server.stop()
         if not existing:
             os.environ.pop("PREFECT_API_URL", None)
+            if before is None:
+                os.environ.pop(AUTH_ENV, None)
+            else:
+                os.environ[AUTH_ENV] = before
 
 
 def mlflow_ui_command(tracking_uri: str, artifact_root: Path, port: int = 5000) -> list[str]:
