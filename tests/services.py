@@ -127,11 +127,32 @@ def http_ok(url: str) -> bool:
         return False
 
 
+# Per API base: the headers a served Prefect server wants (its auth string, a CSRF token).
+_LOGINS: dict[str, dict[str, str]] = {}
+
+
+def login(base: str, home: Path) -> None:
+    """Use the auth string `greenloop serve` made for `home` (state/prefect/auth) and a
+    CSRF token from the server at `base` for every later `api(base, ...)` call."""
+    import base64
+    import uuid
+
+    auth = (home / "state" / "prefect" / "auth").read_text().strip()
+    headers = {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()}
+    client = str(uuid.uuid4())
+    req = urllib.request.Request(f"{base}/csrf-token?client={client}", headers=headers)
+    with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 - local URL
+        token = json.loads(r.read())["token"]
+    _LOGINS[base] = {**headers, "Prefect-Csrf-Token": token, "Prefect-Csrf-Client": client}
+
+
 def api(base: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    """POST (or GET without body) to the Prefect REST API."""
+    """POST (or GET without body) to the Prefect REST API (logged in if `login` was
+    called for `base`)."""
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(f"{base}{path}", data=data,
-                                 headers={"content-type": "application/json"},
+                                 headers={"content-type": "application/json",
+                                          **_LOGINS.get(base, {})},
                                  method="POST" if data is not None else "GET")
     with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 - local URL
         return json.loads(r.read())

@@ -20,6 +20,7 @@ from tests.services import (
     greenloop,
     http_ok,
     ledger_rows,
+    login,
     project_home,
     service_env,
     stream_files,
@@ -47,6 +48,7 @@ def test_arrivals_run_warm_in_serve_and_are_billed_whole(tmp_path: Path) -> None
                            str(port)), tmp_path / "serve.log", env)
     try:
         wait_until(lambda: http_ok(f"{base}/health"), 180, "Prefect server", procs=(serve,))
+        login(base, home)  # the server serve started wants its auth string and CSRF tokens
         for b in batches[:4]:  # the bootstrap
             drop(b, landing)
         wait_until(lambda: processed(home, 4), 300, "the bootstrap", procs=(serve,))
@@ -110,6 +112,7 @@ def test_a_separate_task_worker_processes_the_arrivals(tmp_path: Path) -> None:
     worker = None
     try:
         wait_until(lambda: http_ok(f"{base}/health"), 180, "Prefect server", procs=(serve,))
+        login(base, home)  # the server serve started wants its auth string and CSRF tokens
         worker = Proc(greenloop("worker", "--config", str(config), "--home", str(home)),
                       tmp_path / "worker.log", service_env(home, PREFECT_API_URL=base))
         for b in batches[:5]:
