@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import platform
@@ -196,6 +197,9 @@ def write_compare(rt: Runtime, runs: dict[str, list[dict]], curves: dict[str, li
         policies[p] = {**policies[p], "iso_quality": entry}
     if from_batch:
         result["whole_run"] = whole
+    served = served_figures(rt.ws.reports / f"served-{rt.cfg.name}.json")
+    if served:
+        result["served"] = served
     if seeds > 1:
         result["spread"] = comp["spread"]
         result["runs"] = runs
@@ -224,6 +228,37 @@ def _f(v: float | None, fmt: str) -> str:
 
 def _window(n: int | None) -> str:
     return f"the last {n} batches" if n else "all history"
+
+
+def served_figures(path: Path) -> dict[str, Any] | None:
+    """The served mode's cost, if `benchmarks/served.py --out reports/served-<dataset>.json`
+    measured it in this home: the replayed ratios hold for served batches only as far as
+    a served batch costs what a replayed one does."""
+    if not path.is_file():
+        return None
+    raw = json.loads(path.read_text())
+    keys = ("served_cpu_seconds_per_batch_mean", "ledger_cpu_seconds_per_batch_mean",
+            "served_over_replay_cpu", "latency_p50_s", "latency_p95_s", "idle_share_of_core",
+            "batches", "load_average_before")
+    return {k: raw.get(k) for k in keys} | {
+        "replay_cpu_seconds_per_batch": raw.get("replay", {}).get("cpu_seconds_per_batch"),
+        "source": str(path)}
+
+
+def served_lines(r: dict[str, Any]) -> list[str]:
+    s = r.get("served")
+    if not s:
+        return ["## Served mode", "", "Not measured in this home: run `benchmarks/served.py "
+                f"--config <config> --out reports/served-{r['dataset']}.json` to put the served "
+                "cost beside these replayed figures.", ""]
+    return ["## Served mode (`greenloop serve`, the way users run it)", "",
+            f"Measured by benchmarks/served.py ({s['source']}): a served batch costs "
+            f"{_f(s['served_cpu_seconds_per_batch_mean'], '.3f')} CPU-s over the whole process "
+            f"tree (serve + Prefect server), {_f(s['served_over_replay_cpu'], '.2f')}× the "
+            f"in-process replay's {_f(s['replay_cpu_seconds_per_batch'], '.3f')} CPU-s for the "
+            f"same {s['batches']} batches; drop → processed p50 {_f(s['latency_p50_s'], '.2f')} s, "
+            f"p95 {_f(s['latency_p95_s'], '.2f')} s; idle service "
+            f"{_f(100 * (s['idle_share_of_core'] or float('nan')), '.2f')}% of a core.", ""]
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -261,7 +296,7 @@ def markdown(r: dict[str, Any]) -> str:
             f"| {ratio(p, 'energy_total')} | {ratio(p, 'energy_train')} "
             f"| {ratio(p, 'cpu_seconds')} |")
     cfg, mach = r["config"], r["machine"]
-    lines += ["", *baseline_lines(r)]
+    lines += ["", *baseline_lines(r), "", *served_lines(r)]
     lines += ["", "## How it was measured", ""]
     if r.get("from_batch"):
         lines.append(f"- Reported on batches ≥ {r['from_batch']} only: quality over those "
