@@ -33,6 +33,7 @@ from tests.services import (
     greenloop,
     http_ok,
     ledger_rows,
+    login,
     project_home,
     require,
     service_env,
@@ -124,6 +125,17 @@ def _cell_text(page: Any, run_id: str, column: str) -> str:
                         f"[role='gridcell'][col-id='{col_id}']").first.inner_text().strip()
 
 
+def prefect_ui_login(page: Any, prefect_ui: str, home: Path) -> None:
+    """Prefect's UI asks for the server's auth string (it keeps it in localStorage);
+    the string is the contents of the home's state/prefect/auth."""
+    page.goto(f"{prefect_ui}/dashboard", wait_until="load")
+    field = page.locator("input[type='password']")
+    field.wait_for(timeout=60_000)  # auth is on: the UI must ask
+    field.fill((home / "state" / "prefect" / "auth").read_text().strip())
+    page.get_by_role("button", name="Login").click()
+    page.wait_for_url(lambda url: "/login" not in url, timeout=60_000)
+
+
 def mlflow_runs_shots(page: Any, mlflow_ui: str, exp_id: str,
                       parents: list[dict[str, Any]]) -> None:
     """The runs table twice: the session expanded with the batch runs' energy columns
@@ -189,7 +201,9 @@ def test_prefect_and_mlflow_uis_show_the_served_pipeline(tmp_path: Path) -> None
                         str(mlflow_port)), tmp_path / "ui.log", env)
     procs = (serve, ui)
     try:
-        wait_until(lambda: http_ok(f"{base}/health") and len(
+        wait_until(lambda: http_ok(f"{base}/health"), 120, "the Prefect server", procs=procs)
+        login(base, home)  # serve's server wants its auth string (and CSRF tokens)
+        wait_until(lambda: len(
             [d for d in api(base, "/deployments/filter", {}) if d["name"] in DEPLOYMENTS]) == 4,
                    120, "4 deployments on the Prefect server", procs=procs)
         timings["serve_ready_s"] = time.monotonic() - t0
@@ -241,6 +255,7 @@ def test_prefect_and_mlflow_uis_show_the_served_pipeline(tmp_path: Path) -> None
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
             page = browser.new_page(viewport={"width": 1600, "height": 900})
+            prefect_ui_login(page, prefect_ui, home)
 
             def visit(url: str, expect: str, shot: str) -> str:
                 page.goto(url, wait_until="load")
@@ -298,6 +313,13 @@ def test_prefect_and_mlflow_uis_show_the_served_pipeline(tmp_path: Path) -> None
             page.screenshot(path=str(SHOTS / "mlflow-model-version-tags.png"))
             browser.close()
         timings["browser_s"] = time.monotonic() - t_browser
+        # The auth string reaches the UI only as typed in: serve never prints or logs it.
+        auth = (home / "state" / "prefect" / "auth").read_text().strip()
+        served_log = serve.log.read_text(errors="replace")
+        assert "Prefect UI password: the contents of" in served_log
+        assert auth not in served_log
+        assert auth not in (home / "state" / "logs" / "prefect-server.log").read_text(
+            errors="replace")
         timings["total_s"] = time.monotonic() - t0
         (SHOTS / "timings.json").write_text(json.dumps(
             {k: round(v, 1) for k, v in timings.items()}, indent=2) + "\n")
