@@ -27,6 +27,7 @@ from prefect import task
 from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
 from prefect.concurrency.sync import concurrency
 
+from flows.confine import confine
 from flows.deploy import limit_name
 from flows.update import process_pending
 from greenloop.data import BatchRejected
@@ -80,6 +81,7 @@ def arrival(path: str, config: str, policy: str | None = None, home: str | None 
     """One file in data/landing/<dataset>/: ingest it, then update the model with every
     pending batch. `arrival_id` makes each arrival its own task run (a task worker caches
     results by inputs, and the same path can arrive twice with new content)."""
+    confine(config, home)  # a task run's parameters come from whoever holds the API
     rt = get_runtime(config, policy, home)
     meter = _METER
     if meter is None or not meter.is_open(arrival_id):
