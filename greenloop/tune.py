@@ -21,7 +21,7 @@ import pandas as pd
 import yaml
 
 from greenloop.compare import better, cheapest_within
-from greenloop.config import GreenloopConfig, PolicyConfig
+from greenloop.config import GreenloopConfig, PolicyConfig, TrainConfig
 from greenloop.data import Schema, infer_schema, read_table, split_stream, validate_batch
 from greenloop.policy import parse_variant, periodic_variants
 from greenloop.simulate import simulate
@@ -53,10 +53,18 @@ class Screened:
                 "decisions": self.decisions, "knobs": self.knobs}
 
 
+# Knobs of the train section a policy setting may carry (the rest are policy knobs).
+TRAIN_KNOBS = ("retrain_window_batches",)
+
+
 def with_knobs(cfg: GreenloopConfig, **knobs: Any) -> GreenloopConfig:
-    """The config with policy knobs replaced (validated like a config file)."""
+    """The config with policy knobs (and `TRAIN_KNOBS`) replaced, validated like a file."""
+    train_knobs = {k: knobs.pop(k) for k in TRAIN_KNOBS if k in knobs}
     policy = PolicyConfig.model_validate({**cfg.policy.model_dump(), **knobs})
-    return cfg.model_copy(update={"policy": policy})
+    update: dict[str, Any] = {"policy": policy}
+    if train_knobs:
+        update["train"] = TrainConfig.model_validate({**cfg.train.model_dump(), **train_knobs})
+    return cfg.model_copy(update=update)
 
 
 def variant_knobs(name: str) -> dict[str, Any]:
@@ -99,14 +107,31 @@ def spread_pick(items: Sequence[Any], budget: int) -> list[Any]:
     return [items[round(i * step)] for i in range(budget)]
 
 
-def gated_grid() -> list[dict[str, float]]:
-    """The self-calibrating defaults first (no knob set: thresholds in the stream's own
-    noise units), then the fixed-threshold grid."""
+# The full-retrain window a policy setting may use: all history, or the last 16 / 8
+# batches — what periodic's window search gets, the policy gets too.
+RETRAIN_WINDOWS: tuple[int | None, ...] = (None, 16, 8)
+
+
+def calibrated_points() -> list[dict[str, Any]]:
+    """The self-calibrating defaults (no threshold set: the stream's own noise units),
+    with each retrain window."""
+    return [{} if w is None else {"retrain_window_batches": w} for w in RETRAIN_WINDOWS]
+
+
+def gated_grid() -> list[dict[str, Any]]:
+    """The self-calibrating defaults first, then the fixed-threshold grid."""
     keys = list(GATED_GRID)
-    points: list[dict[str, float]] = [{}]
+    points: list[dict[str, Any]] = [{}]
     for k in keys:
         points = [{**p, k: v} for p in points for v in GATED_GRID[k]]
-    return [{}, *points]
+    return [*calibrated_points(), *points]
+
+
+def policy_points(budget: int) -> list[dict[str, Any]]:
+    """`budget` settings: the calibrated ones always, the fixed grid spread over the rest."""
+    calibrated = calibrated_points()
+    fixed = gated_grid()[len(calibrated):]
+    return calibrated[:budget] + spread_pick(fixed, max(budget - len(calibrated), 0))
 
 
 def prefix_length(n_batches: int, prefix: float) -> int:
@@ -186,7 +211,7 @@ def tune_stream(cfg: GreenloopConfig, batches: Sequence[Batch], schema: Schema, 
     costs = {n_: (r.quality, float(r.train_row_epochs)) for n_, r in periodic_runs.items()}
     periodic = cheapest_within(task, periodic_runs[best].quality, costs) or best
     policy_runs: dict[str, Screened] = {}
-    for point in spread_pick(gated_grid(), per_family):
+    for point in policy_points(per_family):
         label = ",".join(f"{k_}={v}" for k_, v in point.items()) or "calibrated defaults"
         s = screen(with_knobs(cfg, **point), seen, schema, label)
         policy_runs[label] = Screened(label, s.quality, s.train_row_epochs,
@@ -225,7 +250,11 @@ def tuned_yaml(original: str, result: TuneResult) -> str:
     raw = yaml.safe_load(original)
     if not isinstance(raw, dict):
         raise ValueError("expected a mapping at the top level of the config")
-    raw.setdefault("policy", {}).update(result.knobs())
+    knobs = result.knobs()
+    for key in TRAIN_KNOBS:
+        if key in knobs:
+            raw.setdefault("train", {})[key] = knobs.pop(key)
+    raw.setdefault("policy", {}).update(knobs)
     raw["policy"]["name"] = result.policy
     best = result.periodic_runs[result.best_periodic]
     header = [
@@ -246,6 +275,7 @@ def tuned_yaml(original: str, result: TuneResult) -> str:
     return "\n".join(header + leading) + "\n" + yaml.safe_dump(raw, sort_keys=False)
 
 
-__all__ = ["GATED_GRID", "Screened", "TuneResult", "gated_grid", "load_prefix", "prefix_length",
+__all__ = ["GATED_GRID", "RETRAIN_WINDOWS", "TRAIN_KNOBS", "Screened", "TuneResult",
+           "calibrated_points", "gated_grid", "load_prefix", "policy_points", "prefix_length",
            "screen", "screen_variants", "spread_pick", "tune_stream", "tuned_yaml",
            "variant_knobs", "with_knobs"]

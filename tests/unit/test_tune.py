@@ -14,12 +14,15 @@ from greenloop.config import GreenloopConfig
 from greenloop.data import infer_schema, validate_batch
 from greenloop.steps import Batch, make_batch
 from greenloop.tune import (
+    TRAIN_KNOBS,
     gated_grid,
     load_prefix,
+    policy_points,
     prefix_length,
     spread_pick,
     tune_stream,
     tuned_yaml,
+    with_knobs,
 )
 from tests.conftest import make_frame
 
@@ -115,7 +118,11 @@ def test_bad_requests_name_the_problem() -> None:
 
 
 def test_budget_spreads_over_each_family() -> None:
-    assert len(gated_grid()) == 28 and gated_grid()[0] == {}  # calibrated defaults first
+    # The calibrated defaults first, with each retrain window, then the 27 fixed points.
+    assert len(gated_grid()) == 30 and gated_grid()[:3] == [
+        {}, {"retrain_window_batches": 16}, {"retrain_window_batches": 8}]
+    picked = policy_points(5)
+    assert picked[:3] == gated_grid()[:3] and len(picked) == 5
     assert spread_pick(list(range(16)), 4) == [0, 5, 10, 15]
     assert spread_pick(list(range(3)), 10) == [0, 1, 2]
     assert spread_pick(list(range(16)), 1) == [0]
@@ -136,7 +143,8 @@ def test_tuned_yaml_keeps_data_and_names_the_prefix(tmp_path: Path) -> None:
     assert raw["data"] == cfg.data.model_dump(mode="json")
     assert raw["policy"]["promote_tolerance"] == 0.01  # untouched knobs stay
     for key, value in result.knobs().items():
-        assert raw["policy"][key] == value
+        section = "train" if key in TRAIN_KNOBS else "policy"
+        assert raw[section][key] == value
     GreenloopConfig.model_validate(raw)  # still a valid config
     assert tuned_yaml(text, result).count("# tuned by") == 1  # re-tuning: one header
 
@@ -154,3 +162,12 @@ def test_load_prefix_validates_only_the_prefix(tmp_path: Path) -> None:
     assert (result.prefix_batches, result.total_batches) == (5, N_BATCHES)
     with pytest.raises(ValueError, match="only 5 given"):
         tune_stream(cfg, batches, schema, 0.8, total_batches=n)
+
+
+def test_a_retrain_window_is_a_train_knob() -> None:
+    """The policy's window search (as periodic's) lands in the train section."""
+    cfg = config()
+    tuned = with_knobs(cfg, retrain_window_batches=8, finetune_quality_drop=0.02)
+    assert tuned.train.retrain_window_batches == 8
+    assert tuned.policy.finetune_quality_drop == 0.02
+    assert cfg.train.retrain_window_batches is None  # the original is not modified
