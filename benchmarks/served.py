@@ -69,14 +69,11 @@ def make_home(config: Path, root: Path) -> tuple[Path, Path]:
 
 
 def tree_cpu(root: psutil.Process) -> float:
-    total = 0.0
-    for p in [root, *root.children(recursive=True)]:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            continue
-    return total
+    """The serve process tree's CPU-s, read as the service meter reads it (children that
+    exited and were reaped, e.g. git or DVC calls, included)."""
+    from greenloop.service import ProcessTree
+
+    return ProcessTree([root.pid]).cpu_seconds()
 
 
 def ledger_rows(home: Path, model: str) -> dict[int, dict[str, Any]]:
