@@ -42,9 +42,12 @@ class ProcessTree:
         self.roots = [psutil.Process(p) for p in pids]
 
     def cpu_seconds(self) -> float:
-        total = 0.0
+        total, seen = 0.0, set()
         for root in self.roots:
             for p in [root, *self._children(root)]:
+                if p.pid in seen:  # a root that is also another root's child counts once
+                    continue
+                seen.add(p.pid)
                 try:
                     t = p.cpu_times()
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
