@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from greenloop.config import ConfigError, load_config
 
@@ -16,10 +17,10 @@ def test_bundled_configs_load(name: str) -> None:
 
 
 def test_unknown_key_is_named(tmp_path: Path) -> None:
-    text = (ROOT / "configs" / "elec2.yaml").read_text()
-    text = text.replace("  seed: 0", "  seed: 0\n  sede: 1")
+    raw = yaml.safe_load((ROOT / "configs" / "elec2.yaml").read_text())
+    raw["model"] = {**raw.get("model", {}), "sede": 1}  # a typo of `seed`
     p = tmp_path / "bad.yaml"
-    p.write_text(text)
+    p.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=r"model\.sede: unknown key"):
         load_config(p)
 
