@@ -20,7 +20,6 @@ Pure bookkeeping on psutil and the ledger: no Prefect or MLflow here.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 
@@ -137,8 +136,4 @@ def idle_cost(ledger: Ledger) -> IdleCost | None:
         batches=sum(r["batches"] or 0 for r in rows))
 
 
-def this_process() -> int:
-    return os.getpid()
-
-
-__all__ = ["IdleCost", "ProcessTree", "Window", "idle_cost", "record_session", "this_process"]
+__all__ = ["IdleCost", "ProcessTree", "Window", "idle_cost", "record_session"]

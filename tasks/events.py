@@ -66,10 +66,6 @@ def wait_for_listeners(datasets: list[str], stop: threading.Event, poll_seconds:
 Report = Callable[[Path, str, int], None]  # (file, dataset, size in bytes)
 
 
-def emit_report(path: Path, dataset: str, size_bytes: int) -> None:
-    emit_arrived(path, dataset, size_bytes)
-
-
 def watch_landing(datasets: list[str], home: Path, poll_seconds: float = 1.0,
                   stop: threading.Event | None = None, log: Callable[[str], None] = print,
                   report: Report | None = None,
@@ -84,7 +80,7 @@ def watch_landing(datasets: list[str], home: Path, poll_seconds: float = 1.0,
     stop = stop or threading.Event()
     if report is None:
         wait_for_listeners(datasets, stop, max(poll_seconds, 1.0), log)
-        report = emit_report
+        report = emit_arrived
     watchers = []
     for name in datasets:
         folder = ws.landing(name)
