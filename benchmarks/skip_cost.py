@@ -8,6 +8,13 @@ run, CodeCarbon).
 
     .venv/bin/python benchmarks/skip_cost.py [--batches 20] [--warm 3] [--profile out.prof]
 
+`--served` times what `greenloop serve` runs per dropped file instead: one `arrival` task
+run per batch in this warm process (no flow run per batch). `--synthetic 200x500` (with
+or without `--core`) uses a seeded SEA-like stream with a data-only config:
+
+    .venv/bin/python benchmarks/skip_cost.py --served --synthetic 300x8
+    .venv/bin/python benchmarks/skip_cost.py --served --synthetic 200x500
+
 Core parts only (`--core`): the pure-core work of a skip, each part timed on its own
 with time.perf_counter, in process, no flows: validation of the batch as read, observe
 (the champion's predictions and score on it) and drift against the reference window
@@ -30,6 +37,8 @@ import shutil
 import statistics
 import tempfile
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -59,12 +68,32 @@ def timed_skips(config: str, paths: list[str], home: str) -> tuple[list[float], 
     """The body of a parent flow: one `update` subflow run per batch, timed one by one."""
     from flows.update import update
 
+    def one(path: str) -> list[dict]:
+        return update(config, path=path, policy="never", home=home)
+
+    return _timed(one, paths)
+
+
+def timed_arrivals(config: str, paths: list[str], home: str) -> tuple[list[float], list[float]]:
+    """What `greenloop serve` runs per dropped file: one `arrival` task run each, in
+    this warm process (the task worker's thread runs the same call; the websocket
+    hand-over and the Prefect server's share are metered by benchmarks/served.py)."""
+    from flows.warm import arrival, warm_client
+
+    def one(path: str) -> list[dict]:
+        return arrival(path, config, "never", home, uuid.uuid4().hex)["results"]
+
+    with warm_client():  # as the task worker thread of `greenloop serve`
+        return _timed(one, paths)
+
+
+def _timed(one: Callable[[str], list[dict]], paths: list[str]) -> tuple[list[float], list[float]]:
     walls, cpus = [], []
     for path in paths:
         w0, c0 = time.perf_counter(), cpu_seconds()
         if PROFILE:
             PROFILE.enable()
-        out = update(config, path=path, policy="never", home=home)
+        out = one(path)
         if PROFILE:
             PROFILE.disable()
         walls.append(time.perf_counter() - w0)
@@ -132,6 +161,22 @@ def core_parts(cfg: GreenloopConfig, source: pd.DataFrame, repeats: int,
     }
 
 
+def synthetic_home(home: Path, shape: str, batches: int, seed: int) -> str:
+    """The seeded SEA-like stream as a CSV in `home` and a data-only config for it;
+    returns the config's path. Enough batches for the bootstrap, warm-up and timing."""
+    from greenloop.config import DataConfig
+
+    rows, width = (int(v) for v in shape.lower().split("x"))
+    n_batches = DataConfig.model_fields["bootstrap_batches"].default + batches + 1
+    (home / "data" / "sources").mkdir(parents=True)
+    (home / "configs").mkdir()
+    sea_like(rows, width, n_batches, seed).to_csv(home / "data/sources/sea.csv", index=False)
+    config = home / "configs" / "sea-wide.yaml"
+    config.write_text(f"name: sea-{rows}x{width}\ndata:\n  path: data/sources/sea.csv\n"
+                      f"  target: y\n  task: classification\n  batch_rows: {rows}\n")
+    return str(config)
+
+
 def run_core(args: argparse.Namespace) -> None:
     import torch
 
@@ -165,8 +210,11 @@ def main() -> None:
     ap.add_argument("--core", action="store_true",
                     help="time the pure-core parts of a skip (validate, observe, drift) only")
     ap.add_argument("--synthetic", default=None, metavar="ROWSxFEATURES",
-                    help="with --core: a seeded SEA-like stream, e.g. 200x500")
+                    help="a seeded SEA-like stream, e.g. 200x500, with a data-only config")
     ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic stream")
+    ap.add_argument("--served", action="store_true",
+                    help="time the served path (one `arrival` task run per batch, as "
+                         "`greenloop serve`) instead of one `update` flow run per batch")
     args = ap.parse_args()
     if args.core:
         run_core(args)
@@ -181,11 +229,14 @@ def main() -> None:
 
     global PROFILE
     parent = flow(name="skip-cost")(timed_skips)
-    cfg = load_config(args.config)
     home = Path(tempfile.mkdtemp(prefix="greenloop-skip-"))
-    source = REPO / cfg.data.path
-    (home / source.parent.relative_to(REPO)).mkdir(parents=True)
-    shutil.copy(source, home / cfg.data.path)
+    if args.synthetic:  # a data-only config, as a new user writes it
+        args.config = synthetic_home(home, args.synthetic, args.warm + args.batches, args.seed)
+    cfg = load_config(args.config)
+    if not args.synthetic:
+        source = REPO / cfg.data.path
+        (home / source.parent.relative_to(REPO)).mkdir(parents=True)
+        shutil.copy(source, home / cfg.data.path)
     try:
         rt = get_runtime(args.config, "never", str(home))
         files = prepare_stream(rt)
@@ -195,11 +246,15 @@ def main() -> None:
         # each an `update` subflow run of one parent flow run, as `greenloop run` does.
         call_flow(parent, args.config, [str(p) for p in files[:first]], str(home))
         PROFILE = cProfile.Profile() if args.profile else None
-        timed = files[first: first + args.batches]
-        walls, cpus = call_flow(parent, args.config, [str(p) for p in timed], str(home))
+        timed = [str(p) for p in files[first: first + args.batches]]
+        if args.served:
+            walls, cpus = timed_arrivals(args.config, timed, str(home))
+        else:
+            walls, cpus = call_flow(parent, args.config, timed, str(home))
         phases = rt.ledger.energy_by_phase(rt.model_name)
         rows = statistics.fmean(b.rows or 0 for b in rt.ledger.batches(rt.model_name)[first:])
         result = {
+            "path": "served arrival task" if args.served else "update flow run per batch",
             "config": args.config, "rows_per_batch": rows, "timed_batches": len(walls),
             "wall_seconds_median": statistics.median(walls),
             "wall_seconds_mean": statistics.fmean(walls),

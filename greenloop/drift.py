@@ -35,8 +35,24 @@ class DriftResult:
     def n_drifted(self) -> int:
         return len(self.drifted)
 
+    def top_scores(self, limit: int) -> dict[str, float]:
+        """The scores of the `limit` most drifted columns: the drifted ones first, then
+        the rest by how far their score leans towards drift. A run that logs one metric
+        per column pays per column (MLflow: ~0.2 ms each, 0.11 s a batch at 500 columns)
+        and a 500-metric run is unreadable in the UI; the share, the count and every
+        drifted column's name are logged beside these."""
+        test = self.method.split("/")[0]
+        sign = -1.0 if test in DISTANCE_TESTS else 1.0  # p-values: smaller = more drift
+        drifted = set(self.drifted)
+        ranked = sorted(self.scores, key=lambda c: (c not in drifted, sign * self.scores[c]))
+        return {c: self.scores[c] for c in ranked[:limit]}
+
 
 VECTORISED_METHODS = ("wasserstein", "ks")
+# Evidently tests whose score is a distance (bigger = more drift); the others return a
+# p-value (smaller = more drift).
+DISTANCE_TESTS = frozenset({"wasserstein", "psi", "kl_div", "jensenshannon", "hellinger",
+                            "TVD", "ed"})
 
 
 def detect(reference: pd.DataFrame, current: pd.DataFrame, schema: Schema,

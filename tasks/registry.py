@@ -18,6 +18,8 @@ from tasks.quoted import quoted_task
 from tasks.runtime import Runtime
 from tasks.tracking import DatasetRef
 
+DRIFT_SCORES_LOGGED = 20  # per-column drift scores per run: the most drifted columns
+
 
 def _metrics(rt: Runtime, work: Work) -> dict[str, float]:
     m = metric_name(rt.cfg.data.task)
@@ -29,7 +31,8 @@ def _metrics(rt: Runtime, work: Work) -> dict[str, float]:
     if work.drift is not None:
         out["drift_share"] = work.drift.share
         out["drifted_columns"] = work.drift.n_drifted
-        out.update({f"drift_score.{c}": v for c, v in work.drift.scores.items()})
+        top = work.drift.top_scores(DRIFT_SCORES_LOGGED)
+        out.update({f"drift_score.{c}": v for c, v in top.items()})
     if work.verdict is not None:
         out[f"{m}_after"] = work.verdict.candidate_recent
         out[f"{m}_champion_holdout"] = work.verdict.champion_recent

@@ -48,3 +48,28 @@ def test_prefect_walks_plain_task_arguments_but_not_quoted_ones(call, walked: bo
 
 def test_the_plain_function_stays_reachable() -> None:
     assert quoted_size.fn(Record()) == 5
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_inside_a_task_run_a_quoted_task_runs_inline_but_in_a_flow_it_is_a_task_run() -> None:
+    from prefect.context import TaskRunContext
+
+    def whose_run(_record: Record) -> str | None:
+        ctx = TaskRunContext.get()
+        return str(ctx.task_run.id) if ctx else None
+
+    quoted_whose = quoted_task("whose")(whose_run)
+
+    @task(cache_policy=NONE)
+    def outer() -> tuple[str, str | None]:
+        ctx = TaskRunContext.get()
+        assert ctx is not None
+        return str(ctx.task_run.id), quoted_whose(Record())
+
+    @flow
+    def in_a_flow() -> str | None:
+        return quoted_whose(Record())
+
+    outer_id, inner_id = outer()
+    assert inner_id == outer_id  # no nested task run: the arrival's own run carries it
+    assert in_a_flow() is not None  # a task run of its own inside a flow

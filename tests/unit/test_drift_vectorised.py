@@ -90,3 +90,15 @@ def test_other_methods_fall_back_to_evidently() -> None:
     got = detect(ref, cur, SCHEMA, cfg)
     assert got.scores == {c: s for c, (s, _) in expected.items()}
     assert got.drifted == [c for c in SCHEMA.features if c in expected and expected[c][1]]
+
+
+def test_top_scores_keeps_the_most_drifted_columns_first() -> None:
+    from greenloop.drift import DriftResult
+
+    distance = DriftResult(share=0.25, drifted=["d"], method="wasserstein/psi@0.1",
+                           scores={"a": 0.01, "b": 0.09, "c": 0.05, "d": 0.4})
+    assert list(distance.top_scores(3)) == ["d", "b", "c"]  # bigger distance = more drift
+    p_values = DriftResult(share=0.25, drifted=["d"], method="ks/chisquare@0.05",
+                           scores={"a": 0.9, "b": 0.06, "c": 0.5, "d": 0.01})
+    assert list(p_values.top_scores(3)) == ["d", "b", "c"]  # smaller p-value = more drift
+    assert p_values.top_scores(10) == p_values.scores  # fewer columns than the limit: all
