@@ -1,0 +1,63 @@
+"""Soak of the served path (slow, minutes): `greenloop serve` with files dropped into
+landing, random SIGKILLs at the fault points, poison batches, broken files, duplicates,
+an MLflow outage and a deleted registered model; every arrival accounted for exactly once,
+the champion loadable, ledger and MLflow agreeing.
+
+Runs `python -m tests.reliability.soak_served` as a child (it makes itself a subreaper to
+stop what a killed serve leaves behind: not something to do to the pytest process).
+GREENLOOP_SERVED_SOAK_ARRIVALS sets the length (default 40: under 6 min on 2 cores).
+The full 300-arrival figures are in docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+ROOT = Path(__file__).resolve().parents[2]
+# Random kills, plus one kill certain to happen in every serve process that reaches its
+# 6th drift check, so even a short soak restarts serve at least once.
+FAULTS = "random:0.005,drift:kill@6"
+
+
+def test_served_soak_accounts_for_every_arrival(tmp_path: Path) -> None:
+    arrivals = int(os.environ.get("GREENLOOP_SERVED_SOAK_ARRIVALS", "40"))
+    out = tmp_path / "report.json"
+    cmd = [sys.executable, "-m", "tests.reliability.soak_served", "--home",
+           str(tmp_path / "home"), "--arrivals", str(arrivals), "--seed", "7", "--faults",
+           FAULTS, "--report", str(out)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False,
+                          timeout=1700)
+    assert done.returncode == 0 and out.exists(), done.stderr[-4000:]
+    r = json.loads(out.read_text())
+    print(json.dumps(r, indent=1))
+
+    kinds = r["arrivals_by_kind"]
+    assert sum(kinds.values()) == arrivals
+    assert all(kinds.get(k, 0) >= 1 for k in ("good", "duplicate", "broken", "poison"))
+    # Every dropped file ended exactly where its kind says, nothing lost or pending.
+    assert r["lost"] == 0 and r["unexpected_outcomes"] == [], r["unexpected_outcomes"]
+    assert r["accounted"] == {"processed": kinds["good"], "duplicate": kinds["duplicate"],
+                              "quarantined": kinds["broken"], "failed": kinds["poison"]}
+    assert r["poison_dead_lettered"] == kinds["poison"]
+    assert r["quarantined_without_reason"] == []
+    assert r["landing_files_with_neither"] == 0
+    assert "0 file(s) in landing with no ledger or quarantine row" in r["status_line"]
+    assert r["batches_with_two_versions"] == 0
+    # The faults happened: serve killed and restarted, MLflow down, the model deleted.
+    assert r["kills"] >= 1 and r["restarts"] >= r["kills"]
+    assert r["outages"] and all(o["arrivals"] >= 1 for o in r["outages"])
+    refused = r["deleted_model"]["refused_updates"]
+    assert refused and all(x["status"] == "accepted" and x["attempts"] == 0 for x in refused)
+    assert r["deleted_model"]["lineage_unchanged"]
+    # Ledger and MLflow agree; the champion loads and predicts finite values.
+    assert r["ledger_versions_not_in_mlflow_with_same_run"] == []
+    assert r["champion_ledger"] == r["champion_mlflow_alias"] is not None
+    assert r["champion_outputs_finite"] and r["champion_predictions"] > 0
+    assert r["serve_stop_code"] == 0
