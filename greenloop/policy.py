@@ -60,9 +60,12 @@ def drift_over(threshold: float | None, obs: Observation) -> tuple[bool, str]:
     batch-to-batch shares; with the text that says which."""
     if threshold is not None:
         return obs.drift_share >= threshold, f"{_drift_text(obs)} vs {threshold}"
+    # The null may be partial (greenloop.steps.drift_null stops at the first share that
+    # reaches this one): the text says only what holds either way.
     null = max(obs.drift_null_shares, default=math.nan)
-    return beyond_null(obs.drift_share, obs.drift_null_shares), \
-        f"{_drift_text(obs)} vs reference-batch null max {null:.2f}"
+    if beyond_null(obs.drift_share, obs.drift_null_shares):
+        return True, f"{_drift_text(obs)} above every reference batch's own (max {null:.2f})"
+    return False, f"{_drift_text(obs)} within the reference batches' own (up to {null:.2f})"
 
 
 def drop_over(threshold: float | None, standard_errors: float,

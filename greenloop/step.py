@@ -137,7 +137,7 @@ def step(inp: StepInput, cfg: GreenloopConfig, schema: Schema, policy: Policy,
             reference = reference_window(inp, cfg)
             drift = detect(concat([b.frame for b in reference]), inp.batch.frame, schema,
                            cfg.drift)
-            null = _drift_null_if_calibrating(policy, reference, schema, cfg)
+            null = _drift_null_if_calibrating(policy, reference, schema, cfg, drift.share)
         decision = _decide(inp, cfg, policy, quality_before, drift, se, null)
     else:
         decision = bootstrap_decision(inp, cfg)
@@ -174,13 +174,14 @@ def _reference_quality(inp: StepInput, quality_before: float) -> float:
 
 
 def _drift_null_if_calibrating(policy: Policy, reference: list[Batch], schema: Schema,
-                               cfg: GreenloopConfig) -> tuple[float, ...]:
+                               cfg: GreenloopConfig, share: float) -> tuple[float, ...]:
     """The reference batches' drift shares against each other (the stream's own
-    batch-to-batch drift), when a policy that reads drift has a threshold to calibrate."""
+    batch-to-batch drift), when a policy that reads drift has a threshold to calibrate;
+    only as many as it takes to tell whether `share` is above them all."""
     p = cfg.policy
     if policy.name in ("gated", "drift-retrain", "cost-aware") and (
             p.finetune_drift_share is None or p.retrain_drift_share is None):
-        return drift_null(reference, schema, cfg.drift)
+        return drift_null(reference, schema, cfg.drift, enough=share)
     return ()
 
 

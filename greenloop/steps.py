@@ -8,6 +8,7 @@ holdouts of the champion's reference window (forgetting check).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -163,27 +164,38 @@ def quality_se(model: TabularModel, frame: pd.DataFrame, target: str,
     return drop_se(model.pre.task, losses, reference_quality) if len(losses) else float("nan")
 
 
-# The reference window changes only when the champion does: its null is computed once.
-_NULL_CACHE: dict[tuple[object, ...], tuple[float, ...]] = {}
+# The reference window changes only when the champion does: its null is computed once
+# (as far as it was needed).
+_NULL_CACHE: dict[tuple[object, ...], list[float]] = {}
 _NULL_CACHE_SIZE = 64
 
 
-def drift_null(reference: list[Batch], schema: Schema, drift_cfg: DriftConfig
-               ) -> tuple[float, ...]:
+def drift_null(reference: list[Batch], schema: Schema, drift_cfg: DriftConfig,
+               enough: float = math.inf) -> tuple[float, ...]:
     """The drift share of each reference batch against the other reference batches: how
-    much this stream drifts from batch to batch when nothing unusual happens."""
+    much this stream drifts from batch to batch when nothing unusual happens.
+
+    The null is only ever asked one question: is a batch's share above all of these?
+    So they are computed one at a time and no further once one reaches `enough` (the
+    share being judged): the answer is then no, whatever the rest are. A quiet batch
+    pays one leave-one-out test instead of one per reference batch (0.29 s a promotion
+    on a 500-column stream); a batch that drifts beyond them all pays the whole null,
+    once per reference window (cached, and resumed where an earlier batch stopped)."""
     if len(reference) < 2:
         return ()
     key = (tuple(b.digest for b in reference), schema, drift_cfg)
-    if key not in _NULL_CACHE:
-        shares = []
-        for i, b in enumerate(reference):
-            others = concat([o.frame for j, o in enumerate(reference) if j != i])
-            shares.append(detect(others, b.frame, schema, drift_cfg).share)
+    shares = _NULL_CACHE.get(key)
+    if shares is None:
         if len(_NULL_CACHE) >= _NULL_CACHE_SIZE:
             _NULL_CACHE.pop(next(iter(_NULL_CACHE)))
-        _NULL_CACHE[key] = tuple(shares)
-    return _NULL_CACHE[key]
+        shares = _NULL_CACHE[key] = []
+    if math.isnan(enough):  # nothing tested in the batch: it drifts beyond nothing
+        return tuple(shares)
+    while len(shares) < len(reference) and not any(s >= enough for s in shares):
+        i = len(shares)
+        others = concat([o.frame for j, o in enumerate(reference) if j != i])
+        shares.append(detect(others, reference[i].frame, schema, drift_cfg).share)
+    return tuple(shares)
 
 
 def not_finite(model: TabularModel, scored: dict[str, tuple[pd.DataFrame, float]],

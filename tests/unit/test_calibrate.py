@@ -261,3 +261,39 @@ def test_judge_wiring_refuses_only_a_worse_or_broken_candidate() -> None:
     assert "paired test" in (refusal(None, 0.0, flipped, champion, frame, cfg) or "")
     fixed = refusal(0.05, 0.03, flipped, champion, frame, cfg)
     assert fixed is None  # the fixed rule looks only at the drop it is given
+
+
+def test_drift_null_stops_at_the_first_reference_share_that_reaches_the_batch() -> None:
+    """The null answers one question (is this share above all of them?): a quiet batch
+    pays one leave-one-out test, a drifting one all of them, and the answer is the
+    full null's either way."""
+    import numpy as np
+    import pandas as pd
+
+    from greenloop.calibrate import beyond_null
+    from greenloop.config import DataConfig, DriftConfig
+    from greenloop.data import infer_schema
+    from greenloop.steps import _NULL_CACHE, drift_null, make_batch
+
+    rng = np.random.default_rng(3)
+    frames = [pd.DataFrame({"a": rng.normal(size=60), "b": rng.normal(i % 3, 1, 60),
+                            "y": rng.integers(0, 2, 60)}) for i in range(6)]
+    schema = infer_schema(pd.concat(frames), DataConfig(path="x.csv", target="y", batch_rows=60,
+                                                         task="classification"))
+    reference = [make_batch(i, f"{i:064x}", f, 0.2) for i, f in enumerate(frames)]
+    cfg = DriftConfig()
+    _NULL_CACHE.clear()
+    full = drift_null(reference, schema, cfg)
+    assert len(full) == 6 and max(full) > 0
+    _NULL_CACHE.clear()
+    quiet = drift_null(reference, schema, cfg, enough=0.0)
+    assert len(quiet) == 1 and quiet == full[:1]  # one test: 0.0 is above none of them
+    for share in (0.0, max(full) / 2, max(full), max(full) + 0.01, 1.0):
+        _NULL_CACHE.clear()
+        partial = drift_null(reference, schema, cfg, enough=share)
+        assert partial == full[: len(partial)]
+        assert beyond_null(share, partial) == beyond_null(share, full), share
+    # resumed from the cache: a later, larger share continues where the quiet one stopped
+    _NULL_CACHE.clear()
+    drift_null(reference, schema, cfg, enough=0.0)
+    assert drift_null(reference, schema, cfg, enough=2.0) == full
