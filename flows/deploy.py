@@ -35,11 +35,11 @@ from prefect.schedules import Cron
 
 from flows.confine import confine
 from flows.retrain import full_retrain
-from flows.update import ingest, update
+from flows.update import ingest, process_pending
 from greenloop.config import GreenloopConfig, load_config
 from tasks.events import ACCEPTED, ARRIVED, arrived_trigger_name
 from tasks.landing import rescan
-from tasks.runtime import get_runtime
+from tasks.runtime import Runtime, get_runtime
 
 CODE_ROOT = Path(__file__).resolve().parents[1]  # the checkout holding flows/ and tasks/
 
@@ -65,40 +65,48 @@ def one_update_at_a_time(config: str, policy: str | None) -> Iterator[None]:
         yield
 
 
-def _pending(config: str, policy: str | None, home: str | None) -> bool:
-    rt = get_runtime(config, policy, home)
-    return bool(rt.ledger.batches(rt.model_name, ("accepted",)))
+def update_with_slot(rt: Runtime) -> list[dict]:
+    """Process every pending batch while holding the model's global concurrency slot
+    (`greenloop-update-<model>`, limit 1). If another update holds it, return at once
+    instead of holding a flow-run or task-run slot while waiting (so arrivals are never
+    stuck behind queued updates): the holder processes until no accepted batch is left,
+    releases, and checks once more, so a batch accepted while it held the slot is never
+    stranded. Served arrivals (`flows/warm.py`) and the `update` deployment share it."""
+    results: list[dict] = []
+    while True:
+        done = len(results)
+        try:
+            with concurrency(limit_name(rt.model_name), occupy=1, strict=False, max_retries=0):
+                while batch := process_pending(rt):
+                    results += batch
+        except ConcurrencySlotAcquisitionError:
+            print("another update of this model is running: it processes the new batch")
+            return results
+        if len(results) == done or not rt.ledger.batches(rt.model_name, ("accepted",)):
+            return results
+
+
+def describe(r: dict) -> str:
+    """One processed batch, as the logs of its run in the Prefect UI show it."""
+    if r.get("failed"):
+        return f"batch {r['seq']}: failed after {r.get('attempts')} attempt(s): {r.get('error')}"
+    return (f"batch {r['seq']}: {r['decision']}"
+            + (f" -> version {r['version']}" if r.get("version") else "")
+            + (" (champion)" if r.get("promoted") else ""))
 
 
 @flow(name="update", log_prints=True)
 def update_model(config: str, policy: str | None = None, home: str | None = None) -> list[dict]:
-    """The `update` flow as served: one run per model at a time, and a run that finds
-    the model's slot taken exits at once instead of holding a flow-run slot while it
-    waits (so arrivals are never stuck behind queued updates). The holder processes
-    until no accepted batch is left, releases, and checks once more: a batch accepted
-    while it held the slot is never stranded."""
+    """The `update` flow as served by a deployment (events, cron, the UI): a landing
+    rescan, then every pending batch under the model's slot (`update_with_slot`)."""
     confine(config, home)  # API callers can override the fixed parameters
-    name, results = limit_name(_model(config, policy)), []
-    found = rescan(get_runtime(config, policy, home))
+    rt = get_runtime(config, policy, home)
+    found = rescan(rt)
     if found:  # arrivals whose report was lost: ingested now, processed below
         print(f"rescan: {len(found)} landing file(s) had no ledger row: {', '.join(found[:5])}")
-    while True:
-        done = len(results)
-        try:
-            with concurrency(name, occupy=1, strict=False, max_retries=0):
-                while batch := update.fn(config, None, policy, home):
-                    results += batch
-                    if not _pending(config, policy, home):
-                        break
-        except ConcurrencySlotAcquisitionError:
-            print("another update of this model is running: it processes the new batch")
-            break
-        if len(results) == done or not _pending(config, policy, home):
-            break
+    results = update_with_slot(rt)
     for r in results:  # shown in the flow run's logs in the Prefect UI
-        print(f"batch {r['seq']}: {r['decision']}"
-              + (f" -> version {r['version']}" if r.get("version") else "")
-              + (" (champion)" if r.get("promoted") else ""))
+        print(describe(r))
     if not results:
         print("nothing to process: no accepted batch is waiting")
     return results

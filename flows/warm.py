@@ -25,12 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
-from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
-from prefect.concurrency.sync import concurrency
 
 from flows.confine import confine
-from flows.deploy import limit_name
-from flows.update import process_pending
+from flows.deploy import describe, update_with_slot
 from greenloop.data import BatchRejected
 from tasks.ingest import ingest_batch
 from tasks.runtime import Runtime, get_runtime
@@ -42,32 +39,6 @@ _METER: ServiceMeter | None = None  # set by `serve` in the process that meters 
 def use_meter(meter: ServiceMeter | None) -> None:
     global _METER
     _METER = meter
-
-
-def update_with_slot(rt: Runtime) -> list[dict]:
-    """Process every pending batch while holding the model's global concurrency slot
-    (`greenloop-update-<model>`, limit 1). If another update holds it, return at once:
-    the holder checks for pending batches again before it releases."""
-    results: list[dict] = []
-    while True:
-        done = len(results)
-        try:
-            with concurrency(limit_name(rt.model_name), occupy=1, strict=False, max_retries=0):
-                while batch := process_pending(rt):
-                    results += batch
-        except ConcurrencySlotAcquisitionError:
-            print("another update of this model is running: it processes the new batch")
-            return results
-        if len(results) == done or not rt.ledger.batches(rt.model_name, ("accepted",)):
-            return results
-
-
-def describe(r: dict) -> str:
-    if r.get("failed"):
-        return f"batch {r['seq']}: failed after {r.get('attempts')} attempt(s): {r.get('error')}"
-    return (f"batch {r['seq']}: {r['decision']}"
-            + (f" -> version {r['version']}" if r.get("version") else "")
-            + (" (champion)" if r.get("promoted") else ""))
 
 
 def _run_name() -> str:
