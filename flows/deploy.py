@@ -25,12 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from prefect import Flow, flow, get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.client.schemas.actions import (
+    GlobalConcurrencyLimitCreate,
+    GlobalConcurrencyLimitUpdate,
+)
 from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
 from prefect.concurrency.sync import concurrency
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.events import DeploymentEventTrigger
-from prefect.exceptions import ObjectAlreadyExists
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.schedules import Cron
 
 from flows.confine import confine
@@ -127,6 +130,26 @@ async def ensure_limit(name: str, limit: int = 1) -> None:
                 GlobalConcurrencyLimitCreate(name=name, limit=limit))
         except ObjectAlreadyExists:
             pass
+
+
+async def release_lost_slots(name: str) -> int:
+    """Free the slots of limit `name` that no lease holds any more; returns how many.
+
+    A Prefect server keeps concurrency leases in its memory: when it stops with a slot
+    taken (serve SIGKILLed mid-update, its server stopped with it), the restarted server
+    still counts the slot as active and has no lease left to expire, so every later
+    update finds the model's slot taken and leaves its batch pending, forever. Call only
+    on a server that was just started: nobody can hold a lease on it yet."""
+    async with get_client() as client:
+        try:
+            limit = await client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            return 0
+        if not limit.active_slots:
+            return 0
+        await client.update_global_concurrency_limit(
+            name, GlobalConcurrencyLimitUpdate(active_slots=0))
+        return int(limit.active_slots)
 
 
 def _specs(config: str | Path, policy: str | None,

@@ -3,6 +3,7 @@ Typer app of greenloop_cli/main.py). Prefect and MLflow are imported inside the 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -115,7 +116,7 @@ def _serve_warm(configs: list[str], datasets: list[str], policy: str | None, ws:
     """Deployments on the runner (main thread), arrivals on a task worker (a thread), the
     landing watcher (a thread) and the service meter, until interrupted."""
     from flows.confine import SERVED_HOME_ENV
-    from flows.deploy import prepared_deployments
+    from flows.deploy import limit_name, prepared_deployments, release_lost_slots
     from flows.warm import start_worker, submit, use_meter
     from tasks.events import watch_landing
     from tasks.landing import unaccounted
@@ -127,6 +128,12 @@ def _serve_warm(configs: list[str], datasets: list[str], policy: str | None, ws:
     os.environ[SERVED_HOME_ENV] = home
     deps = prepared_deployments(configs, policy, home)
     runtimes = {d: get_runtime(c, policy, home) for c, d in zip(configs, datasets, strict=True)}
+    if getattr(server, "process", None) is not None:  # a server started here, just now
+        for rt in runtimes.values():  # slots a killed serve held: no lease left to expire
+            freed = asyncio.run(release_lost_slots(limit_name(rt.model_name)))
+            if freed:
+                typer.echo(f"{rt.model_name}: freed {freed} update slot(s) held when the "
+                           f"last serve stopped")
     meter = None
     if worker:
         pids = [os.getpid()]

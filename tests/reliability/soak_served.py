@@ -572,8 +572,8 @@ def status_line(s: Soak) -> str:
     """`greenloop status`'s own count of arrivals and landing files with neither row."""
     cmd = [sys.executable, "-m", "greenloop_cli", "status", "--config", CONFIG, "--home",
            str(s.home)]
-    out = subprocess.run(cmd, cwd=s.home, env=s.env(), capture_output=True, text=True,
-                         check=False).stdout
+    out = subprocess.run(cmd, cwd=s.home, env={**s.env(), "COLUMNS": "400"},  # one line
+                         capture_output=True, text=True, check=False).stdout
     return next((line.strip() for line in out.splitlines() if line.startswith("arrivals:")),
                 out[-300:])
 

@@ -11,6 +11,7 @@ The full 300-arrival figures are in docs/reliability.md.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -19,13 +20,16 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+from tests.reliability.conftest import MODEL, Project, bootstrap
+
 ROOT = Path(__file__).resolve().parents[2]
 # Random kills, plus one kill certain to happen in every serve process that reaches its
 # 6th drift check, so even a short soak restarts serve at least once.
 FAULTS = "random:0.005,drift:kill@6"
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_served_soak_accounts_for_every_arrival(tmp_path: Path) -> None:
     arrivals = int(os.environ.get("GREENLOOP_SERVED_SOAK_ARRIVALS", "40"))
     out = tmp_path / "report.json"
@@ -61,3 +65,36 @@ def test_served_soak_accounts_for_every_arrival(tmp_path: Path) -> None:
     assert r["champion_ledger"] == r["champion_mlflow_alias"] is not None
     assert r["champion_outputs_finite"] and r["champion_predictions"] > 0
     assert r["serve_stop_code"] == 0
+
+
+def test_a_slot_held_by_a_killed_serve_does_not_stall_the_stream(project: Project) -> None:
+    """Found by the served soak: serve SIGKILLed mid-update left the model's update slot
+    taken in the Prefect server's database (its lease lived in the dead server's memory),
+    so after the restart every arrival said "another update of this model is running"
+    and its batch stayed pending forever. Serve frees such slots on its new server."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    from flows.deploy import ensure_limit, limit_name, release_lost_slots
+    from flows.warm import update_with_slot
+
+    bootstrap(project, batches=2)
+    name = limit_name(MODEL)
+
+    async def lose_a_lease() -> None:  # what a restarted server holds after the kill
+        await ensure_limit(name)
+        async with get_client() as client:
+            await client.update_global_concurrency_limit(
+                name, GlobalConcurrencyLimitUpdate(active_slots=1))
+
+    asyncio.run(lose_a_lease())
+    code, out = project.cli("ingest", str(project.drop(project.batch(9), "after-kill.csv")),
+                            "--no-process")
+    assert code == 0, out
+    rt = project.runtime()
+    assert update_with_slot(rt) == []  # the stall: the slot counts as taken
+    assert asyncio.run(release_lost_slots(name)) == 1  # serve's start, on its new server
+    done = update_with_slot(rt)
+    assert [r["decision"] is not None for r in done] == [True]
+    assert rt.ledger.batches(MODEL)[-1].status == "processed"
+    assert asyncio.run(release_lost_slots(name)) == 0  # the update released its own slot
