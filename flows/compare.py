@@ -20,8 +20,11 @@ from greenloop.compare import (
     BASELINE_CHOICES,
     DEFAULT_POLICIES,
     cheapest_within,
+    mean_spread,
     naive_prequential,
     pareto_frontier,
+    unmetered_matches,
+    window_summary,
 )
 from greenloop.policy import ALL_HISTORY, periodic_variants, variant_name
 from greenloop.simulate import load_stream
@@ -93,16 +96,52 @@ def compare(config: str, policies: list[str] | None = None, seeds: int = 1,
     metered = list(dict.fromkeys(names + to_meter(rt, screened, own, baselines)))
     naive = naive_prequential(rt.cfg.data.task, rt.cfg.data.target, batches,
                               max(from_seq, rt.cfg.data.bootstrap_batches + 1))
-    runs: dict[str, list[dict]] = {p: [] for p in metered}
-    curves: dict[str, list[list[dict]]] = {p: [] for p in metered}
-    orders = []
-    for seed in range(seeds):
-        order = metered[seed % len(metered):] + metered[:seed % len(metered)]
-        orders.append(order)
-        for policy in order:  # rotated: no policy is always first (or last) on a warm machine
-            cfg_path = policy_config(rt, config, seed, policy, drift_reports)
-            summary = _replay(cfg_path, f"compare-{policy}-seed{seed}.json", home)
-            runs[policy].append({**summary, "policy": policy})
-            curves[policy].append(collect_curve(cfg_path, home))
+    runs: dict[str, list[dict]] = {}
+    curves: dict[str, list[list[dict]]] = {}
+    orders: list[list[str]] = []
+    meter(rt, config, metered, seeds, drift_reports, home, runs, curves, orders)
+    if baselines != "none":
+        for _ in range(MAX_FOLLOW_UPS):  # until every iso match is the cheapest one
+            more = follow_ups(rt, names, runs, curves, screened, from_seq)
+            if not more:
+                break
+            meter(rt, config, more, seeds, drift_reports, home, runs, curves, orders)
     return write_compare(rt, runs, curves, drift_reports, screened=screened, naive=naive,
                          from_batch=from_batch, orders=orders)
+
+
+MAX_FOLLOW_UPS = 4  # rounds of extra variants; each is a cheap schedule, by construction
+
+
+def meter(rt: Runtime, config: str, policies: list[str], seeds: int, drift_reports: bool,
+          home: str | None, runs: dict[str, list[dict]], curves: dict[str, list[list[dict]]],
+          orders: list[list[str]]) -> None:
+    """Replay and meter `policies`, every seed, the order rotated per seed (no policy is
+    always first, or last, on a warm machine); appends to `runs`, `curves`, `orders`."""
+    for seed in range(seeds):
+        order = policies[seed % len(policies):] + policies[:seed % len(policies)]
+        if seed < len(orders):
+            orders[seed] = orders[seed] + order
+        else:
+            orders.append(order)
+        for policy in order:
+            cfg_path = policy_config(rt, config, seed, policy, drift_reports)
+            summary = _replay(cfg_path, f"compare-{policy}-seed{seed}.json", home)
+            runs.setdefault(policy, []).append({**summary, "policy": policy})
+            curves.setdefault(policy, []).append(collect_curve(cfg_path, home))
+
+
+def follow_ups(rt: Runtime, names: list[str], runs: dict[str, list[dict]],
+               curves: dict[str, list[list[dict]]], screened: dict, from_seq: int) -> list[str]:
+    """Screened variants cheaper than a policy's metered iso match that may be within its
+    tolerance: metered next (their measured mean decides, not the one-seed screening)."""
+    def mean_quality(p: str) -> float:
+        per = [window_summary(s, curves[p][i], from_seq) if from_seq else s
+               for i, s in enumerate(runs[p])]
+        return mean_spread([s["prequential"] for s in per])[0]
+
+    cost = {n: float(s.train_row_epochs) for n, s in screened.items()}
+    metered = {v: (mean_quality(v), cost[v]) for v in runs if v in cost}
+    quality = {p: mean_quality(p) for p in names if not p.startswith("periodic-")}
+    screened_cost = {n: (s.quality, cost[n]) for n, s in screened.items()}
+    return unmetered_matches(rt.cfg.data.task, quality, metered, screened_cost)

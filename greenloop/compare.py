@@ -257,6 +257,27 @@ def iso_quality(task: str, policy: list[dict[str, Any]],
     return out
 
 
+def unmetered_matches(task: str, policy_quality: dict[str, float],
+                      metered: dict[str, tuple[float, float]],
+                      screened_cost: dict[str, tuple[float, float]]) -> list[str]:
+    """Variants to meter next so that each policy's iso-quality baseline is really the
+    cheapest. For each policy (name -> its mean metered quality): the unmetered variant
+    with the fewest training row-epochs whose screened quality is within tolerance and
+    which trains less than the policy's current metered match (`metered`: name -> (mean
+    quality, row-epochs)). Screening runs one seed; the mean over seeds of a metered pick
+    can fall outside tolerance, and without this a dearer match (all history) would
+    stand in for cheaper ones never metered."""
+    wanted: list[str] = []
+    for q in policy_quality.values():
+        current = cheapest_within(task, q, metered)
+        ceiling = metered[current][1] if current else math.inf
+        found = cheapest_within(task, q, {n: c for n, c in screened_cost.items()
+                                          if n not in metered and c[1] < ceiling})
+        if found and found not in wanted:
+            wanted.append(found)
+    return wanted
+
+
 def window_summary(summary: dict[str, Any], curve: Sequence[dict[str, Any]], from_seq: int
                    ) -> dict[str, Any]:
     """A run's summary restricted to batches with seq >= from_seq, from the ledger's
@@ -319,4 +340,4 @@ __all__ = ["BASELINE", "BASELINE_CHOICES", "DEFAULT_POLICIES", "BatchPoint", "En
            "attribute_energy", "batch_curve", "better", "cheapest_within", "compare_runs",
            "curve_records", "iso_quality", "mean_spread", "mean_summary", "naive_prequential",
            "overhead_share", "pareto_frontier", "ratios", "read_energy_rows",
-           "seconds_per_batch", "window_summary", "within_tolerance"]
+           "seconds_per_batch", "unmetered_matches", "window_summary", "within_tolerance"]

@@ -232,3 +232,22 @@ def test_naive_regression_by_hand() -> None:
 def test_naive_ties_go_to_the_smallest_label() -> None:
     stream = [_B(1, ["z", "a"]), _B(2, ["a", "z", "z"])]
     assert naive_prequential("classification", "y", stream) == pytest.approx(1 / 3)
+
+
+def test_unmetered_matches_asks_for_a_cheaper_variant_when_the_metered_match_fell_out() -> None:
+    from greenloop.compare import unmetered_matches
+
+    # gated's metered mean is 0.7964; the screened pick e4-w4 (0.7938 on one seed) metered
+    # at 0.7893 over three seeds: outside 0.5 points, so only all history is within.
+    metered = {"periodic-e1-wall": (0.8043, 10_000_000.0), "periodic-e4-w4": (0.7893, 396_480.0)}
+    screened = {"periodic-e1-wall": (0.8023, 10_000_000.0), "periodic-e4-w4": (0.7938, 396_480.0),
+                "periodic-e8-w16": (0.7970, 596_790.0), "periodic-e2-w4": (0.7975, 789_750.0),
+                "periodic-e8-w4": (0.7780, 175_800.0), "periodic-e4-wall": (0.8055, 2_527_620.0)}
+    got = unmetered_matches("classification", {"gated": 0.7964}, metered, screened)
+    assert got == ["periodic-e8-w16"]  # the cheapest within tolerance, not yet metered
+    metered["periodic-e8-w16"] = (0.7950, 596_790.0)  # metered, and within: done
+    assert unmetered_matches("classification", {"gated": 0.7964}, metered, screened) == []
+    # MAE: within +2%; a cheaper unmetered one at +1% is asked for
+    mae = unmetered_matches("regression", {"gated": 50.0}, {"periodic-e1-wall": (49.0, 9e6)},
+                            {"periodic-e2-wall": (50.5, 4e6), "periodic-e8-w4": (60.0, 1e5)})
+    assert mae == ["periodic-e2-wall"]
