@@ -13,6 +13,7 @@ CORS limited to the server's own origin).
 from __future__ import annotations
 
 import base64
+import ctypes
 import os
 import secrets
 import signal
@@ -23,7 +24,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,12 +93,36 @@ def wait_healthy(server: Server, timeout_s: float = 90.0, poll_s: float = 0.5) -
                       f"{server.health_url}; see {server.log_path}")
 
 
+# Linux's prctl, loaded here, in the parent: the child between fork and exec only calls it.
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+_PR_SET_PDEATHSIG = 1
+
+
+def _dies_with(parent_pid: int) -> Callable[[], None] | None:
+    """A preexec hook: the child gets SIGTERM when the thread that started it dies, even
+    by SIGKILL (out of memory, a supervisor's kill). Without it a killed `serve` left its
+    Prefect server (its own session) holding the port, and the restarted `serve` refused
+    the port as a foreign server's (found by the served soak). None off Linux."""
+    if _LIBC is None:
+        return None
+
+    def hook() -> None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent_pid:  # the parent died before the request took effect
+            os._exit(1)
+
+    return hook
+
+
 def spawn(name: str, cmd: list[str], log_path: Path, env: dict[str, str] | None = None,
           url: str = "", health_url: str = "") -> Server:
+    """Start a server in its own session (stopping it stops its workers too), tied to
+    this process's life: started from the main thread, it stops when this process does."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")  # noqa: SIM115 - owned by the child
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env={**os.environ, **(env or {})}, start_new_session=True)
+                            env={**os.environ, **(env or {})}, start_new_session=True,
+                            preexec_fn=_dies_with(os.getpid()))  # noqa: PLW1509 - see there
     log.close()
     return Server(name, url, health_url, proc, log_path)
 
