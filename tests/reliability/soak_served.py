@@ -57,6 +57,7 @@ MODEL = "elec2-gated"
 BOOTSTRAP_ROWS = 4 * 336  # the bootstrap replays the first 4 stream batches of 336 rows
 MAX_BATCH_ROWS = 336
 ARRIVAL_TIMEOUT_S = 240.0
+OUTAGE_ARRIVAL_WAIT_S = 40.0  # > the ~28 s an update takes to give up on a dead server
 BROKEN_KINDS = ("truncated", "no_target", "infinite", "garbage", "bad_number")
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -362,9 +363,7 @@ def delete_registered_model(s: Soak, arrivals: list[Arrival], data_of: dict[str,
     refused = []
     for a in arrivals:
         drop_bytes(s.landing, a.name, data_of[a.name])
-        s.wait(lambda a=a: account(s.home, a) in (*TERMINAL, "accepted")
-               and (account(s.home, a) != "accepted" or _has_error(s.home, a.digest)),
-               ARRIVAL_TIMEOUT_S)
+        s.wait(lambda a=a, n=s.starts: refused_or_done(s, a, n), ARRIVAL_TIMEOUT_S)
         row = batch_row(s.home, a.digest)
         if a.kind == "good" and row is not None:
             refused.append({"arrival": a.index, "status": row[0], "attempts": row[2],
@@ -383,9 +382,17 @@ def delete_registered_model(s: Soak, arrivals: list[Arrival], data_of: dict[str,
                               "deletion (pipeline idle), restarted serve"}
 
 
-def _has_error(home: Path, digest: str) -> bool:
-    row = batch_row(home, digest)
-    return bool(row and row[3])
+def refused_or_done(s: Soak, a: Arrival, starts: int) -> bool:
+    """Accounted for; or pending with its update refused (the error in the ledger, or its
+    arrival task failed: a serve started after the deletion fails in `reconcile`, before
+    any attempt); or pending after serve was killed and started again."""
+    where = account(s.home, a)
+    if where in TERMINAL or settled(s, a, starts):
+        return True
+    row = batch_row(s.home, a.digest)
+    failed = f"Task run 'arrival-{Path(a.name).stem}' - Finished in state Failed"
+    return where == "accepted" and bool((row and row[3]) or failed in s.serve_log.read_text(
+        errors="replace"))
 
 
 # -- the soak -----------------------------------------------------------------------------
@@ -464,8 +471,10 @@ def run_soak(home: Path, arrivals_n: int, seed: int, faults: str, outage_arrival
                 batch = [x for x in arrivals[i:i + outage_arrivals] if x.kind != "poison"]
                 for x in batch:
                     drop_bytes(s.landing, x.name, data_of[x.name])
+                    # Bounded: a serve killed now cannot start again until MLflow is
+                    # back (it opens its session run); its start rescans landing then.
                     s.wait(lambda x=x: account(s.home, x) in (*TERMINAL, "accepted"),
-                           ARRIVAL_TIMEOUT_S)
+                           OUTAGE_ARRIVAL_WAIT_S)
                     o["arrivals"] += 1
                 s.wait(lambda: False, max(0.0, min_outage_s - (time.monotonic() - o["down_at"])))
                 outage_end(s, o)
