@@ -134,6 +134,9 @@ def _serve_warm(configs: list[str], datasets: list[str], policy: str | None, ws:
             if freed:
                 typer.echo(f"{rt.model_name}: freed {freed} update slot(s) held when the "
                            f"last serve stopped")
+    if worker:
+        for rt in runtimes.values():
+            catch_up(rt)
     meter = None
     if worker:
         pids = [os.getpid()]
@@ -149,6 +152,7 @@ def _serve_warm(configs: list[str], datasets: list[str], policy: str | None, ws:
                                                             err=True))
         typer.echo("arrivals are processed here, warm (Prefect task worker; task runs "
                    "`arrival` in the UI)")
+
     stop = threading.Event()
     if watch:
         config_of = dict(zip(datasets, configs, strict=True))
@@ -170,6 +174,24 @@ def _serve_warm(configs: list[str], datasets: list[str], policy: str | None, ws:
         stop.set()
         if meter is not None:
             meter.close()
+
+
+def catch_up(rt: Runtime) -> None:
+    """Batches accepted and not processed when the last serve stopped (killed mid-update,
+    or refused while MLflow was down) are processed now, before anything else starts,
+    instead of waiting for the next arrival or the scheduled update. Here, in the main
+    thread and before the runner: a first Prefect concurrency slot taken in a task run
+    while `prefect.serve` registers its deployments deadlocked in Prefect's own event
+    loop threads (py-spy: the lease service waiting on the global loop, itself waiting
+    on the registration). Taking the slot here also creates that service first."""
+    from flows.deploy import describe, update_with_slot
+
+    pending = len(rt.ledger.batches(rt.model_name, ("accepted",)))
+    if pending:
+        typer.echo(f"{rt.model_name}: {pending} batch(es) accepted and not yet processed: "
+                   f"processing them first")
+    for r in update_with_slot(rt):
+        typer.echo(describe(r))
 
 
 def session_run(rt: Runtime, meter: ServiceMeter) -> None:

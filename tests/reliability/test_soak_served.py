@@ -99,3 +99,33 @@ def test_a_slot_held_by_a_killed_serve_does_not_stall_the_stream(project: Projec
     assert [r["decision"] is not None for r in done] == [True]
     assert rt.ledger.batches(MODEL)[-1].status == "processed"
     assert asyncio.run(release_lost_slots(name)) == 0  # the update released its own slot
+
+
+def test_serve_processes_at_start_what_the_last_serve_left_accepted(project: Project) -> None:
+    """Found by the served soak: a batch left `accepted` by a killed serve waited for the
+    next arrival or the scheduled update. Serve now processes it when it starts, before
+    its runner and worker, with no new file dropped."""
+    import time
+
+    bootstrap(project, batches=2)
+    code, out = project.cli("ingest", str(project.drop(project.batch(9), "left.csv")),
+                            "--no-process")
+    assert code == 0, out
+    assert [b.status for b in project.ledger().batches(MODEL)][-1] == "accepted"
+    serve = project.spawn("serve", "--no-watch")
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and serve.poll() is None:
+            if project.ledger().batches(MODEL)[-1].status == "processed":
+                break
+            time.sleep(1)
+        assert project.ledger().batches(MODEL)[-1].status == "processed"
+    finally:
+        serve.terminate()
+        try:
+            output = serve.communicate(timeout=60)[0]
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            output = serve.communicate()[0]
+        print(output[-5000:])
+    assert "1 batch(es) accepted and not yet processed: processing them first" in output, output[-3000:]
