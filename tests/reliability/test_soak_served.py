@@ -127,5 +127,5 @@ def test_serve_processes_at_start_what_the_last_serve_left_accepted(project: Pro
         except subprocess.TimeoutExpired:
             serve.kill()
             output = serve.communicate()[0]
-        print(output[-5000:])
-    assert "1 batch(es) accepted and not yet processed: processing them first" in output, output[-3000:]
+    assert "1 batch(es) accepted and not yet processed: processing them first" in output, \
+        output[-3000:]
