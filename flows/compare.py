@@ -24,7 +24,7 @@ from greenloop.compare import (
     naive_prequential,
     pareto_frontier,
     unmetered_matches,
-    window_summary,
+    windowed,
 )
 from greenloop.policy import ALL_HISTORY, periodic_variants, variant_name
 from greenloop.simulate import load_stream
@@ -135,10 +135,10 @@ def follow_ups(rt: Runtime, names: list[str], runs: dict[str, list[dict]],
                curves: dict[str, list[list[dict]]], screened: dict, from_seq: int) -> list[str]:
     """Screened variants cheaper than a policy's metered iso match that may be within its
     tolerance: metered next (their measured mean decides, not the one-seed screening)."""
+    post = windowed(runs, curves, from_seq)
+
     def mean_quality(p: str) -> float:
-        per = [window_summary(s, curves[p][i], from_seq) if from_seq else s
-               for i, s in enumerate(runs[p])]
-        return mean_spread([s["prequential"] for s in per])[0]
+        return mean_spread([s["prequential"] for s in post[p]])[0]
 
     cost = {n: float(s.train_row_epochs) for n, s in screened.items()}
     metered = {v: (mean_quality(v), cost[v]) for v in runs if v in cost}

@@ -278,6 +278,17 @@ def unmetered_matches(task: str, policy_quality: dict[str, float],
     return wanted
 
 
+def windowed(runs: dict[str, list[dict[str, Any]]],
+             curves: dict[str, list[list[dict[str, Any]]]],
+             from_seq: int | None) -> dict[str, list[dict[str, Any]]]:
+    """Every run's summary restricted to batches >= from_seq (`window_summary`, seed i
+    with curve i); unchanged without a prefix."""
+    if not from_seq:
+        return runs
+    return {p: [window_summary(s, curves[p][i], from_seq) for i, s in enumerate(per)]
+            for p, per in runs.items()}
+
+
 def window_summary(summary: dict[str, Any], curve: Sequence[dict[str, Any]], from_seq: int
                    ) -> dict[str, Any]:
     """A run's summary restricted to batches with seq >= from_seq, from the ledger's
@@ -340,4 +351,5 @@ __all__ = ["BASELINE", "BASELINE_CHOICES", "DEFAULT_POLICIES", "BatchPoint", "En
            "attribute_energy", "batch_curve", "better", "cheapest_within", "compare_runs",
            "curve_records", "iso_quality", "mean_spread", "mean_summary", "naive_prequential",
            "overhead_share", "pareto_frontier", "ratios", "read_energy_rows",
-           "seconds_per_batch", "unmetered_matches", "window_summary", "within_tolerance"]
+           "seconds_per_batch", "unmetered_matches", "window_summary", "windowed",
+           "within_tolerance"]

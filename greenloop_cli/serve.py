@@ -128,14 +128,14 @@ def _serve_warm(configs: list[str], datasets: list[str], policy: str | None, ws:
     os.environ[SERVED_HOME_ENV] = home
     deps = prepared_deployments(configs, policy, home)
     runtimes = {d: get_runtime(c, policy, home) for c, d in zip(configs, datasets, strict=True)}
-    if getattr(server, "process", None) is not None:  # a server started here, just now
-        for rt in runtimes.values():  # slots a killed serve held: no lease left to expire
+    fresh_server = getattr(server, "process", None) is not None  # started here, just now
+    for rt in runtimes.values():  # what a killed serve left behind
+        if fresh_server:  # its slot: no lease left on this server to expire
             freed = asyncio.run(release_lost_slots(limit_name(rt.model_name)))
             if freed:
                 typer.echo(f"{rt.model_name}: freed {freed} update slot(s) held when the "
                            f"last serve stopped")
-    if worker:
-        for rt in runtimes.values():
+        if worker:  # its accepted, unprocessed batches
             catch_up(rt)
     meter = None
     if worker:

@@ -27,7 +27,7 @@ from greenloop.compare import (
     overhead_share,
     read_energy_rows,
     seconds_per_batch,
-    window_summary,
+    windowed,
 )
 from greenloop.data import BatchRejected
 from greenloop.policy import periodic_variants
@@ -163,9 +163,7 @@ def write_compare(rt: Runtime, runs: dict[str, list[dict]], curves: dict[str, li
     folder.mkdir(parents=True, exist_ok=True)
     seeds = len(next(iter(runs.values())))
     whole = {p: mean_summary(s) for p, s in runs.items()}
-    if from_batch:  # the post-prefix part only: quality and phase energy of batches >= K
-        runs = {p: [window_summary(s, curves[p][i], from_batch) for i, s in enumerate(per)]
-                for p, per in runs.items()}
+    runs = windowed(runs, curves, from_batch)  # the post-prefix part only, batches >= K
     comp = compare_runs(runs, BASELINE)
     policies = {p: mean_summary(s) for p, s in runs.items()}
     derived = {p: {"overhead_share": overhead_share(s), "seconds_per_batch": seconds_per_batch(s),
