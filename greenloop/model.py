@@ -23,6 +23,21 @@ MAX_CATEGORIES = 50  # rarer levels share the all-zeros "unseen" code
 MISSING_LEVEL = "<missing>"  # a missing categorical value is a level of its own
 
 
+# A standard deviation this small relative to the mean is rounding, not variation: the
+# column was constant in the fitting window. Elec2's `transfer` is 0.414912 for its first
+# ~50 weeks and its float64 std there is ~1e-16, not 0; dividing by it scaled later inputs
+# to 1e15, and every warm-started model after the column began to vary predicted worse
+# than chance (chained fine-tunes fell to 0.44 accuracy where a retrain scored 0.77).
+CONSTANT_RELATIVE_STD = 1e-9
+
+
+def _scale(stds: pd.Series, means: pd.Series) -> pd.Series:
+    """The divisor of each column: its std, or 1 where the column is constant (or empty),
+    so a constant column's inputs are its offsets from the fitted mean."""
+    tiny = stds.abs() <= CONSTANT_RELATIVE_STD * np.maximum(1.0, means.abs())
+    return stds.mask(tiny, 1.0).fillna(1.0)
+
+
 @dataclass
 class Preprocessor:
     numeric: list[str]
@@ -44,7 +59,7 @@ class Preprocessor:
         num = frame[list(schema.numeric)].astype(float)
         medians = num.median().fillna(0.0)  # kept for the saved format; imputation uses means
         means = num.mean().fillna(0.0)
-        stds = num.std(ddof=0).replace(0.0, 1.0).fillna(1.0)
+        stds = _scale(num.std(ddof=0), means)
         vocab = {c: _top_levels(frame[c]) for c in schema.categorical}
         y = frame[schema.target].dropna()
         pre = cls(list(schema.numeric), list(schema.categorical), medians.tolist(),
@@ -52,7 +67,9 @@ class Preprocessor:
         if task == "classification":
             pre.classes = sorted(y.astype(str).unique().tolist())
         else:
-            pre.y_mean, pre.y_std = float(y.mean()), float(y.std(ddof=0) or 1.0)
+            y_mean = float(y.mean())
+            pre.y_mean = y_mean
+            pre.y_std = float(_scale(pd.Series([y.std(ddof=0)]), pd.Series([y_mean])).iloc[0])
         return pre
 
     @property

@@ -77,3 +77,20 @@ def test_unseen_category_and_seed_determinism() -> None:
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     odd = frame.assign(kind="never-seen")
     assert len(a.predict(odd)) == len(odd)
+
+
+def test_a_column_constant_up_to_rounding_is_scaled_by_one() -> None:
+    """Elec2's `transfer` is one value for ~50 weeks; its float std there is ~1e-16, not
+    0. Scaling by it turned later inputs into 1e15 and broke every warm-started model."""
+    frame, schema = prepared("classification")
+    frame["x2"] = 0.414912  # one value, as read from a CSV
+    frame.loc[::3, "x2"] = 0.1 + 0.314912  # the same value again, by another rounding path
+    assert 0 < frame["x2"].std(ddof=0) < 1e-12  # what pandas computes: rounding, not 0
+    model = retrain(frame, schema, "classification", ModelConfig(hidden=[8]), RECIPE, seed=0)
+    later = frame.copy()
+    later["x2"] = np.linspace(0.0, 1.0, len(later))  # the column starts to vary
+    x = model.pre.features(later)
+    assert float(x.abs().max()) < 10  # offsets from the fitted mean, not 1e15
+    y = frame.assign(y=1e6 + 1e-10 * (frame.index % 2))  # a target constant up to rounding
+    pre = type(model.pre).fit(y, schema, "regression")
+    assert pre.y_std == 1.0
