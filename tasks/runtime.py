@@ -100,10 +100,6 @@ class Runtime:
             self.frames[digest] = make_batch(seq, digest, frame, self.cfg.train.holdout_fraction)
         return self.frames[digest]
 
-    def remember(self, digest: str, seq: int, frame: pd.DataFrame) -> None:
-        """The batch just written, as it reads back: its update needs no read."""
-        self.frames[digest] = make_batch(seq, digest, frame, self.cfg.train.holdout_fraction)
-
     def model(self, version: int) -> TabularModel:
         if version not in self.models:
             self.models[version] = self.tracker.fetch_model(
