@@ -26,8 +26,8 @@ MISSING_LEVEL = "<missing>"  # a missing categorical value is a level of its own
 # A standard deviation this small relative to the mean is rounding, not variation: the
 # column was constant in the fitting window. Elec2's `transfer` is 0.414912 for its first
 # ~50 weeks and its float64 std there is ~1e-16, not 0; dividing by it scaled later inputs
-# to 1e15, and every warm-started model after the column began to vary predicted worse
-# than chance (chained fine-tunes fell to 0.44 accuracy where a retrain scored 0.77).
+# to 1e15, and every warm-started model after the column began to vary degraded until it
+# predicted worse than chance (chained fine-tunes fell to 0.44 accuracy; a retrain: 0.77).
 CONSTANT_RELATIVE_STD = 1e-9
 
 
