@@ -31,11 +31,13 @@ MISSING_LEVEL = "<missing>"  # a missing categorical value is a level of its own
 CONSTANT_RELATIVE_STD = 1e-9
 
 
-def _scale(stds: pd.Series, means: pd.Series) -> pd.Series:
-    """The divisor of each column: its std, or 1 where the column is constant (or empty),
-    so a constant column's inputs are its offsets from the fitted mean."""
-    tiny = stds.abs() <= CONSTANT_RELATIVE_STD * np.maximum(1.0, means.abs())
-    return stds.mask(tiny, 1.0).fillna(1.0)
+def _scale(stds: object, means: object) -> np.ndarray:
+    """The divisor of each column (or of a target): its std, or 1 where it is constant or
+    empty (NaN fails the comparison), so a constant column's inputs are its offsets from
+    the fitted mean."""
+    stds, means = np.asarray(stds, dtype=float), np.asarray(means, dtype=float)
+    varies = np.abs(stds) > CONSTANT_RELATIVE_STD * np.maximum(1.0, np.abs(means))
+    return np.where(varies, stds, 1.0)
 
 
 @dataclass
@@ -67,9 +69,8 @@ class Preprocessor:
         if task == "classification":
             pre.classes = sorted(y.astype(str).unique().tolist())
         else:
-            y_mean = float(y.mean())
-            pre.y_mean = y_mean
-            pre.y_std = float(_scale(pd.Series([y.std(ddof=0)]), pd.Series([y_mean])).iloc[0])
+            pre.y_mean = float(y.mean())
+            pre.y_std = float(_scale(y.std(ddof=0), pre.y_mean))
         return pre
 
     @property

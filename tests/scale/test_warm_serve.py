@@ -36,6 +36,17 @@ def processed(home: Path, n: int) -> bool:
     return bool(rows) and rows[0][0] >= n
 
 
+def completed_arrivals(base: str, n: int) -> dict[str, dict] | None:
+    """The arrival task runs by name, once arrivals 1..n are COMPLETED. The ledger says
+    `processed` inside the task run; its state reaches the server a moment later (a CI run
+    once read the fifth still RUNNING)."""
+    runs = {r["name"]: r for r in api(base, "/task_runs/filter", {"limit": 200})
+            if r["name"].startswith("arrival-")}
+    done = all(runs.get(f"arrival-batch-{i:05d}", {}).get("state_type") == "COMPLETED"
+               for i in range(1, n + 1))
+    return runs if done else None
+
+
 def test_arrivals_run_warm_in_serve_and_are_billed_whole(tmp_path: Path) -> None:
     home = project_home(tmp_path)
     config = home / "configs" / "elec2.yaml"
@@ -59,16 +70,8 @@ def test_arrivals_run_warm_in_serve_and_are_billed_whole(tmp_path: Path) -> None
             home, "SELECT cpu_seconds, wall_seconds FROM energy WHERE phase='service' "
                   "AND hash=?", (digest,)), 30, "batch 5's service row", procs=(serve,))
 
-        def arrivals_once_fifth_completed() -> dict[str, dict] | None:
-            # The ledger rows are written inside the task run; its COMPLETED state
-            # reaches the server a moment later.
-            runs = api(base, "/task_runs/filter", {"limit": 200})
-            named = {r["name"]: r for r in runs if r["name"].startswith("arrival-")}
-            fifth = named.get("arrival-batch-00005")
-            return named if fifth and fifth["state_type"] == "COMPLETED" else None
-
-        arrivals = wait_until(arrivals_once_fifth_completed, 60, "the fifth arrival COMPLETED",
-                              procs=(serve,))
+        arrivals = wait_until(lambda: completed_arrivals(base, 5), 60,
+                              "5 completed arrival task runs", procs=(serve,))
         assert {f"arrival-batch-{i:05d}" for i in range(1, 6)} <= set(arrivals)
         fifth = arrivals["arrival-batch-00005"]
         assert fifth["flow_run_id"] is None
@@ -126,15 +129,8 @@ def test_a_separate_task_worker_processes_the_arrivals(tmp_path: Path) -> None:
         for b in batches[:5]:
             drop(b, home / "data" / "landing" / "elec2")
         wait_until(lambda: processed(home, 5), 300, "5 batches", procs=(serve, worker))
-        # The ledger says `processed` inside the task run; its COMPLETED state reaches
-        # the server a moment later (a CI run once read the fifth still RUNNING).
-        wanted = {f"arrival-batch-{i:05d}" for i in range(1, 6)}
-
-        def completed() -> bool:
-            runs = api(base, "/task_runs/filter", {"limit": 200})
-            return wanted <= {r["name"] for r in runs if r["state_type"] == "COMPLETED"}
-
-        wait_until(completed, 60, "5 completed arrival task runs", procs=(serve, worker))
+        wait_until(lambda: completed_arrivals(base, 5), 60, "5 completed arrival task runs",
+                   procs=(serve, worker))
         assert "Received task run" in worker.log.read_text()  # the worker ran them
         assert "Received task run" not in serve.log.read_text()
     finally:
