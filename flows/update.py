@@ -79,7 +79,6 @@ def process(rt: Runtime, row: BatchRow, force: str | None = None) -> dict:
     dead-letter row, and the stream moves on without it. Failures outside the batch
     (see `outside_the_batch`) are not counted and are raised: the update stops."""
     with model_lock(rt.ws.state, rt.model_name, "update"):
-        reconcile(rt)
         current = rt.ledger.batch(rt.model_name, row.hash) or row
         if current.status == "processed" and not force:
             return {"seq": current.seq, "decision": current.decision, "version": current.version,
@@ -110,6 +109,9 @@ def process(rt: Runtime, row: BatchRow, force: str | None = None) -> dict:
 
 
 def _attempt(rt: Runtime, row: BatchRow, force: str | None) -> dict:
+    # MLflow read afresh before every batch, a skip included: a registered model deleted
+    # meanwhile refuses this batch (LineageConflict, outside the batch), not a later one.
+    reconcile(rt, fresh=True)
     return {**register(rt, checked(rt, run_step(rt, load_work(rt, row, force)))),
             "hash": row.hash}
 

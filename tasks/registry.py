@@ -16,7 +16,7 @@ from tasks.mlmodel import write_mlmodel
 from tasks.pipeline import Work
 from tasks.quoted import quoted_task
 from tasks.runtime import Runtime
-from tasks.tracking import DatasetRef
+from tasks.tracking import DatasetRef, RegisteredModelMissing
 
 DRIFT_SCORES_LOGGED = 20  # per-column drift scores per run: the most drifted columns
 
@@ -188,8 +188,24 @@ def promote(rt: Runtime, version: int, expected: int | None, reason: str) -> boo
     return True
 
 
-def reconcile(rt: Runtime) -> None:
-    """Make the MLflow alias agree with the ledger (the record of truth)."""
+def reconcile(rt: Runtime, fresh: bool = False) -> None:
+    """Make the MLflow alias agree with the ledger (the record of truth). `fresh` reads
+    MLflow rather than this process's memory (one request, before each batch): a
+    registered model deleted meanwhile must stop the stream at the next batch, a skip
+    included, not at the next training."""
     version = rt.ledger.champion(rt.model_name)
-    if version is not None and rt.tracker.known_champion(rt.model_name) != version:
+    if version is None:
+        return
+    if fresh:
+        try:
+            current = rt.tracker.registry_champion(rt.model_name)
+        except RegisteredModelMissing:
+            raise LineageConflict(
+                f"{rt.model_name}: MLflow has no registered model of this name, but the "
+                f"ledger's champion is v{version}. MLflow's registry and the ledger disagree "
+                f"(registered model deleted or mlflow.db replaced); refusing to continue. "
+                f"Restore MLflow's database, or start a new stream with --restart") from None
+    else:
+        current = rt.tracker.known_champion(rt.model_name)
+    if current != version:
         rt.tracker.set_champion(rt.model_name, version)

@@ -57,6 +57,10 @@ class DatasetRef:
         return DatasetInput(dataset, tags=[InputTag(DATASET_CONTEXT_TAG, self.context)])
 
 
+class RegisteredModelMissing(LookupError):
+    """MLflow has no registered model of this name (deleted, or mlflow.db replaced)."""
+
+
 class Tracker:
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path) -> None:
         self.uri = tracking_uri
@@ -177,6 +181,24 @@ class Tracker:
                 return None
             self._aliases[model_name] = version
         return self._aliases[model_name]
+
+    def registry_champion(self, model_name: str) -> int | None:
+        """A fresh read of the alias (one request). Raises RegisteredModelMissing when
+        the registered model itself is gone, which `champion` cannot tell from no alias."""
+        try:
+            rm = self.client.get_registered_model(model_name)
+        except MlflowException as e:
+            if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+                self._registered.discard(model_name)
+                self._aliases.pop(model_name, None)
+                raise RegisteredModelMissing(model_name) from e
+            raise
+        version = rm.aliases.get(CHAMPION) if isinstance(rm.aliases, dict) else None
+        if version is None:
+            self._aliases.pop(model_name, None)
+            return None
+        self._aliases[model_name] = int(version)
+        return int(version)
 
     def tag_version(self, model_name: str, version: int, key: str, value: str) -> None:
         self.client.set_model_version_tag(model_name, str(version), key, value)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.tracking import Tracker
+import pytest
+
+from tasks.tracking import RegisteredModelMissing, Tracker
 
 
 def _version(tracker: Tracker, model: str, tmp: Path, n: int) -> int:
@@ -35,3 +37,17 @@ def test_a_registered_model_deleted_meanwhile_is_created_again(tmp_path: Path) -
     tracker.client.delete_registered_model("m")  # e.g. from the MLflow UI
     assert _version(tracker, "m", tmp_path, 2) == 1  # a new registered model, version 1
     assert tracker.client.get_registered_model("m").name == "m"
+
+
+def test_registry_champion_reads_mlflow_and_tells_a_deleted_model_from_no_alias(
+        tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri, "exp", tmp_path / "artifacts")
+    version = _version(tracker, "m", tmp_path, 1)
+    assert tracker.registry_champion("m") is None  # registered, no alias yet
+    tracker.set_champion("m", version)
+    assert tracker.registry_champion("m") == version
+    tracker.client.delete_registered_model("m")
+    assert tracker.known_champion("m") == version  # memory alone would not notice
+    with pytest.raises(RegisteredModelMissing):
+        tracker.registry_champion("m")

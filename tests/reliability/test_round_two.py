@@ -264,6 +264,31 @@ def test_deleted_registered_model_stops_the_stream(project: Project) -> None:
     assert row.status == "accepted" and row.attempts == 0  # not the batch's fault
 
 
+def test_deleted_registered_model_stops_a_skip_too(tmp_path: Path,
+                                                  prefect_harness: None) -> None:
+    """Found by the served soak (CI): a skip registers nothing, so with the registered
+    model deleted it was still `processed`, against a registry without its champion;
+    only the next training was refused. Every batch now reads MLflow's alias first."""
+    from tasks.runtime import forget_runtimes
+
+    p = new_project(tmp_path, policy={"name": "never"})  # every update is a skip
+    model = f"{NAME}-never"
+    for i in range(3):
+        code, out = p.cli("ingest", str(p.drop(p.batch(i), f"boot-{i:03d}.csv")))
+        assert code == 0, out
+    ledger = p.ledger()
+    assert ledger.champion(model) is not None and ledger.batches(model)[-1].decision == "skip"
+    p.runtime().tracker.client.delete_registered_model(model)
+    try:
+        code, out = p.cli("ingest", str(p.drop(p.batch(60), "after-delete.csv")))
+    finally:
+        forget_runtimes()
+    assert code != 0 and "no registered model" in out, out
+    row = ledger.batches(model)[-1]
+    assert row.status == "accepted" and row.attempts == 0  # not the batch's fault
+    assert row.error and row.error.startswith("LineageConflict"), row.error
+
+
 # -- 5. credentials redacted -------------------------------------------------------------
 def test_redact() -> None:
     assert redact(f"{SECRET_URI}/api failed") == "https://***@mlflow.example.com:5000/api failed"
