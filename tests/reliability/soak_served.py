@@ -314,9 +314,13 @@ def drop_poison(s: Soak, a: Arrival, data: bytes) -> None:
 
 
 def worker_idle(s: Soak) -> bool:
-    """Every arrival task the current serve started has finished (its log says so), and
-    no batch is pending."""
+    """The current serve is up (its watcher runs), every arrival task it started has
+    finished (its log says so), and no batch is pending. Up matters: a serve still
+    starting takes the model's update lock to reconcile, so a driver that took the lock
+    first (drop_poison) would keep it from ever ingesting the file it waits for."""
     log = s.serve_log.read_text(errors="replace").rsplit("\n=== start ", 1)[-1]
+    if "watching " not in log:
+        return False
     started = log.count("Submitting task run 'arrival'")
     ended = sum("Task run 'arrival-" in line and "Finished in state" in line
                 for line in log.splitlines())
