@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import psutil
 
+from greenloop import proctree
 from greenloop.energy import Reading
 from greenloop.ledger import Ledger
 
@@ -38,7 +39,7 @@ class ProcessTree:
     """
 
     def __init__(self, pids: list[int]) -> None:
-        self.roots = [psutil.Process(p) for p in pids]
+        self.roots: list[psutil.Process] = [proctree.Process(p) for p in pids]
 
     def cpu_seconds(self) -> float:
         total, seen = 0.0, set()
