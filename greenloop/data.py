@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from greenloop.columnar import read_parquet
 from greenloop.config import DataConfig
 
 READABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -50,7 +51,7 @@ def read_table(path: Path) -> pd.DataFrame:
         raise BatchRejected(f"{path.name}: not a CSV or Parquet file (suffix {path.suffix!r})")
     try:
         if kind == "parquet":
-            return pd.read_parquet(path)
+            return read_parquet(path)
         _check_csv_complete(path)
         return pd.read_csv(path, low_memory=False)
     except pd.errors.EmptyDataError as e:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from greenloop.columnar import to_arrow
 from greenloop.data import BatchRejected, content_hash, read_table, validate_batch
 from greenloop.faults import checkpoint
 from greenloop.locks import model_lock
@@ -113,7 +114,7 @@ def durable_write(frame: pd.DataFrame, path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = to_arrow(frame)  # no pandas call per column (greenloop/columnar.py)
     # Dictionary-encode only text: on float columns it buys nothing and costs ~7 µs a
     # column (3.5 ms of an 11 ms write at 500 columns, measured).
     text = [f.name for f in table.schema if not pa.types.is_floating(f.type)]

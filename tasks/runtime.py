@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from greenloop.columnar import read_parquet
 from greenloop.config import GreenloopConfig, load_config
 from greenloop.data import Schema, infer_schema, read_table
 from greenloop.energy import Meter
@@ -96,7 +97,7 @@ class Runtime:
 
     def batch(self, digest: str, seq: int, accepted_path: str) -> Batch:
         if digest not in self.frames:
-            frame = pd.read_parquet(self.ws.home / accepted_path)
+            frame = read_parquet(self.ws.home / accepted_path)
             self.frames[digest] = make_batch(seq, digest, frame, self.cfg.train.holdout_fraction)
         return self.frames[digest]
 

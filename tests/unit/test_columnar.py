@@ -1,0 +1,44 @@
+"""Parquet through greenloop.columnar reads back exactly what pandas reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from greenloop.columnar import read_parquet, to_arrow
+
+
+def _frame(rows: int, floats: int) -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    data: dict[str, object] = {f"x{i}": rng.normal(size=rows) for i in range(floats)}
+    data["city"] = pd.Series(rng.choice(["a", "b", None], rows), dtype=object)
+    data["label"] = rng.integers(0, 3, rows)
+    data["flag"] = rng.random(rows) > 0.5
+    data["f32"] = rng.normal(size=rows).astype(np.float32)
+    frame = pd.DataFrame(data)
+    frame.loc[[0, 5], "x0"] = np.nan
+    frame["empty"] = np.nan  # a numeric column with no value in this batch
+    return frame[["label", *frame.columns.drop("label")]]  # not the floats first
+
+
+@pytest.mark.parametrize("floats", [0, 1, 8, 500])
+def test_written_and_read_back_as_pandas_would(tmp_path: Path, floats: int) -> None:
+    frame = _frame(40, floats)
+    ours, theirs = tmp_path / "ours.parquet", tmp_path / "theirs.parquet"
+    pq.write_table(to_arrow(frame), ours)
+    frame.to_parquet(theirs, index=False)
+    expected = pd.read_parquet(theirs)
+    pd.testing.assert_frame_equal(pd.read_parquet(ours), expected)
+    pd.testing.assert_frame_equal(read_parquet(ours), expected)
+    pd.testing.assert_frame_equal(read_parquet(theirs), expected)
+
+
+def test_a_pandas_index_in_the_file_is_restored(tmp_path: Path) -> None:
+    frame = _frame(10, 4).set_index("label")
+    path = tmp_path / "indexed.parquet"
+    frame.to_parquet(path)
+    pd.testing.assert_frame_equal(read_parquet(path), pd.read_parquet(path))
