@@ -48,7 +48,8 @@ def read_parquet(path: Path) -> pd.DataFrame:
     for k, c in enumerate(floats):
         block[:, k] = table.column(c).to_numpy()  # nulls come back as NaN
     parts = [pd.DataFrame(block, columns=floats, copy=False)]
-    others = [c for c in names if c not in set(floats)]
+    float_names = set(floats)
+    others = [c for c in names if c not in float_names]
     if others:
         parts.append(table.select(others).to_pandas())
     return pd.concat(parts, axis=1)[names]
