@@ -32,7 +32,7 @@ def compare(config: ConfigOpt,
     """Screen the periodic family, replay each policy and the frontier variants (fresh, own
     namespace each) and write reports/compare-<dataset>/ led by the iso-quality ratio."""
     _env(verbose)
-    _check_config(config)
+    _check_config(config, home, source=True)
     from greenloop.compare import BASELINE_CHOICES
     from greenloop.policy import NAIVE, POLICIES, parse_variant
 

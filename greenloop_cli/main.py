@@ -43,13 +43,26 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _check_config(config: Path) -> None:
+OUTSIDE_HINT = ("greenloop reads and writes only inside its home (--home or $GREENLOOP_HOME, "
+                "default the current folder): put the file under the home's data/ folder "
+                "and give data.path relative to the home")
+
+
+def _check_config(config: Path, home: Path | None = None, source: bool = False) -> None:
+    """The config is valid; with `source`, its data.path is inside the home's data/
+    folder, said before any flow starts (a flow's failure would log a traceback)."""
     from greenloop.config import ConfigError, load_config
+    from greenloop.workspace import OutsideWorkspace, Workspace
 
     try:
-        load_config(config)
+        cfg = load_config(config)
     except ConfigError as e:
         _fail(str(e), 2)
+    if source:
+        try:
+            Workspace.from_env(home).source(cfg.data.path)
+        except OutsideWorkspace as e:
+            _fail(f"data.path: {e}. {OUTSIDE_HINT}", 2)
 
 
 def in_prefect(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -65,7 +78,7 @@ def run(config: ConfigOpt, policy: PolicyOpt = None,
         home: HomeOpt = None, verbose: bool = False) -> None:
     """Replay the dataset as a stream of arrivals through `update`, then summarize."""
     _env(verbose)
-    _check_config(config)
+    _check_config(config, home, source=True)
     from flows.replay import replay
     from tasks.reporting import show, summary_table
 
@@ -80,7 +93,7 @@ def run(config: ConfigOpt, policy: PolicyOpt = None,
 def prepare(config: ConfigOpt, home: HomeOpt = None) -> None:
     """Cut the configured source into arrival files under data/stream/<dataset>/."""
     _env()
-    _check_config(config)
+    _check_config(config, home, source=True)
     from greenloop.config import load_config
     from greenloop.data import read_table, write_stream
     from greenloop.workspace import Workspace
@@ -95,7 +108,7 @@ def bootstrap(config: ConfigOpt, policy: PolicyOpt = None, home: HomeOpt = None,
               verbose: bool = False) -> None:
     """Start the stream afresh and train the first champion on the bootstrap batches."""
     _env(verbose)
-    _check_config(config)
+    _check_config(config, home, source=True)
     from flows.replay import replay
     from greenloop.config import load_config
 
@@ -169,8 +182,16 @@ def status(config: ConfigOpt, policy: PolicyOpt = None, home: HomeOpt = None,
 from greenloop_cli import compare, predict, reliability, serve, tune  # noqa: E402,F401
 
 
-def main() -> None:  # pragma: no cover - console entry
-    app(prog_name="greenloop")
+def main() -> None:
+    """The console entry: `app`, with a path outside the home said in one line (a config's
+    `data.path` elsewhere is the first thing a new user meets), not a traceback."""
+    from greenloop.workspace import OutsideWorkspace
+
+    try:
+        app(prog_name="greenloop")
+    except OutsideWorkspace as e:
+        typer.secho(f"error: {e}. {OUTSIDE_HINT}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -26,7 +26,7 @@ def tune(config: ConfigOpt,
          home: HomeOpt = None) -> None:
     """Screen periodic's cadence × window and the policy's thresholds on the prefix (same
     budget each, in memory, no energy) and write the chosen knobs into a config."""
-    _check_config(config)
+    _check_config(config, home, source=True)
     if in_place and out is not None:
         _fail("give --out or --in-place, not both", 2)
     from greenloop.config import load_config

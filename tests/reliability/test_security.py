@@ -121,6 +121,19 @@ def test_data_path_outside_the_data_folder_is_refused(tmp_path: Path) -> None:
     assert inside.is_file()
 
 
+def test_the_console_says_a_data_path_outside_the_home_in_one_line(tmp_path: Path) -> None:
+    """A new user's data-only config pointing at a CSV elsewhere: the command exits 2
+    with what to do, not a traceback (the console entry, in a subprocess)."""
+    config = write_project(tmp_path / "home", make_frame(50, 0), name="elsewhere",
+                           overrides={"data": {"path": str(tmp_path / "away.csv")}})
+    done = subprocess.run([sys.executable, "-m", "greenloop_cli", "compare", "--config",
+                           str(config), "--home", str(tmp_path / "home")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "resolves outside" in done.stderr and "under the home's data/ folder" in done.stderr
+    assert "Traceback" not in done.stderr and "╭" not in done.stderr, done.stderr[-2000:]
+
+
 @pytest.mark.parametrize("name", ["../evil", "a/b", "/etc", "x\\y", ".hidden", "A" * 80])
 def test_config_name_cannot_be_a_path(tmp_path: Path, name: str) -> None:
     path = write_project(tmp_path, make_frame(50, 0), name="ok")
