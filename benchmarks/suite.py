@@ -177,14 +177,17 @@ SHARED = ("elec2", "weather", "bikes")
 
 
 def write_stream(stream: Stream, batches: int, folder: Path) -> tuple[GreenloopConfig, Path]:
-    """The stream as a CSV and a DATA-ONLY config beside it (what a new user writes)."""
+    """The stream as a CSV and a DATA-ONLY config (what a new user writes), laid out as a
+    greenloop home: `greenloop compare --config FOLDER/configs/NAME.yaml --home FOLDER`."""
     frame = stream.make(stream.batch_rows * batches)
-    csv = folder / f"{stream.name}.csv"
+    csv = folder / "data" / f"{stream.name}.csv"
+    csv.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(csv, index=False)
-    raw = {"name": stream.name, "data": {"path": str(csv), "target": "y", "task": stream.task,
-                                         "batch_rows": stream.batch_rows,
+    raw = {"name": stream.name, "data": {"path": f"data/{csv.name}", "target": "y",
+                                         "task": stream.task, "batch_rows": stream.batch_rows,
                                          "categorical": list(stream.categorical)}}
-    (folder / f"{stream.name}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    (folder / "configs").mkdir(exist_ok=True)
+    (folder / "configs" / f"{stream.name}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     return GreenloopConfig.model_validate(raw), csv
 
 
@@ -339,7 +342,8 @@ def main() -> None:
     print(table(rows))
     print(targets(rows))
     print(f"# {batches} batches per stream, wall {time.perf_counter() - wall0:.0f} s, "
-          f"load average {os.getloadavg()[0]:.2f}, data in {folder}")
+          f"load average {os.getloadavg()[0]:.2f}, data in {folder} (a greenloop home: "
+          f"greenloop compare --config {folder}/configs/NAME.yaml --home {folder})")
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in rows], indent=1))
 
