@@ -67,7 +67,9 @@ def _check_config(config: Path, home: Path | None = None, source: bool = False) 
 
 def in_prefect(fn: Any, *args: Any, **kwargs: Any) -> Any:
     from flows import call_flow
+    from greenloop_cli.ephemeral import start_tied_ephemeral_server
 
+    start_tied_ephemeral_server()  # with no API URL: a temporary server that dies with us
     return call_flow(fn, *args, **kwargs)
 
 
