@@ -1,6 +1,6 @@
 """Prefect's temporary API server, tied to the life of the command that needs it.
 
-With no PREFECT_API_URL, the first Prefect client of `greenloop run`, `compare`, `tune`
+With no PREFECT_API_URL, the first Prefect client of `greenloop run`, `compare`, `ingest`
 or `bootstrap` starts a temporary server (a uvicorn child process) and stops it at exit.
 A command killed by SIGKILL (out of memory, a CI timeout, `kill -9`) never reaches its
 exit, so the server kept running: a port held and ~2% of a core spent idle, for nobody.
