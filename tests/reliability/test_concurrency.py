@@ -3,11 +3,15 @@ a second -> each processed exactly once, in arrival order, under the model's loc
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from greenloop.ledger import Ledger
 from tests.reliability.conftest import MODEL, Project, bootstrap
 
 pytestmark = pytest.mark.integration
@@ -174,3 +178,32 @@ def test_processes_race_on_twenty_batches_and_ten_copies(project: Project) -> No
     assert done == sorted(done)  # processed in arrival (seq) order
     champion = ledger.champion(MODEL)
     assert project.runtime().tracker.champion(MODEL) == champion
+
+
+def _open_ledger(path: str, barrier: Any, results: Any) -> None:
+    barrier.wait()  # a forked child: nothing imported here (another thread may hold a lock)
+    try:
+        Ledger(Path(path))
+        results.put("ok")
+    except Exception as e:  # noqa: BLE001 - reported to the parent, which asserts
+        results.put(f"{type(e).__name__}: {e}")
+
+
+def test_processes_opening_a_new_ledger_at_once(tmp_path: Path) -> None:
+    """Found by CI (a fleet on a dask cluster): eight processes creating the same ledger
+    at once; switching it to WAL failed with "database is locked" without waiting (13
+    of 30 trials before the fix)."""
+    ctx = multiprocessing.get_context("fork")
+    failures = []
+    for trial in range(15):
+        path = tmp_path / f"t{trial}" / "state" / "ledger.sqlite"
+        barrier, results = ctx.Barrier(8), ctx.Queue()
+        procs = [ctx.Process(target=_open_ledger, args=(str(path), barrier, results))
+                 for _ in range(8)]
+        for p in procs:
+            p.start()
+        outcomes = [results.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join(30)
+        failures += [o for o in outcomes if o != "ok"]
+    assert failures == []
