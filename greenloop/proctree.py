@@ -12,6 +12,7 @@ psutil's own walk is used. The answer is the same set; only its cost changes.
 from __future__ import annotations
 
 import os
+from collections import deque
 from typing import Any
 
 import psutil
@@ -42,12 +43,14 @@ def direct_children(pid: int) -> list[int] | None:
 def descendants(pid: int) -> list[int] | None:
     """Every descendant of `pid` (breadth first), or None when not supported."""
     found: list[int] = []
-    queue = [pid]
+    seen = {pid}
+    queue = deque([pid])
     while queue:
-        kids = direct_children(queue.pop(0))
+        kids = direct_children(queue.popleft())
         if kids is None:
             return None
-        fresh = [k for k in kids if k not in found]
+        fresh = [k for k in kids if k not in seen]
+        seen.update(fresh)
         found.extend(fresh)
         queue.extend(fresh)
     return found

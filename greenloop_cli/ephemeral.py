@@ -17,7 +17,7 @@ import threading
 from typing import Any
 from unittest import mock
 
-from greenloop_cli.servers import _dies_with
+from greenloop_cli.servers import dies_with
 
 
 def start_tied_ephemeral_server() -> bool:
@@ -27,7 +27,7 @@ def start_tied_ephemeral_server() -> bool:
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL
 
-    hook = _dies_with(os.getpid())
+    hook = dies_with(os.getpid())
     if (PREFECT_API_URL.value() or hook is None or None in SubprocessASGIServer._instances
             or threading.current_thread() is not threading.main_thread()):
         return False

@@ -98,7 +98,7 @@ _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") el
 _PR_SET_PDEATHSIG = 1
 
 
-def _dies_with(parent_pid: int) -> Callable[[], None] | None:
+def dies_with(parent_pid: int) -> Callable[[], None] | None:
     """A preexec hook: the child gets SIGTERM when the thread that started it dies, even
     by SIGKILL (out of memory, a supervisor's kill). Without it a killed `serve` left its
     Prefect server (its own session) holding the port, and the restarted `serve` refused
@@ -122,7 +122,7 @@ def spawn(name: str, cmd: list[str], log_path: Path, env: dict[str, str] | None 
     log = open(log_path, "ab")  # noqa: SIM115 - owned by the child
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             env={**os.environ, **(env or {})}, start_new_session=True,
-                            preexec_fn=_dies_with(os.getpid()))  # noqa: PLW1509 - see there
+                            preexec_fn=dies_with(os.getpid()))  # noqa: PLW1509 - see there
     log.close()
     return Server(name, url, health_url, proc, log_path)
 
