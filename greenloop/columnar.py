@@ -34,22 +34,31 @@ def to_arrow(frame: pd.DataFrame) -> pa.Table:
                                 names=[str(c) for c in frame.columns])
 
 
+def read_file(path: Path) -> pa.Table:
+    """One Parquet file, read on this thread. `pq.read_table` goes through the dataset
+    layer (made for folders of files) and a thread pool: on a 500-column, 200-row batch
+    that costs ~8-9 ms of CPU against ~5 ms here (measured, 2-core machine)."""
+    with pq.ParquetFile(path) as f:
+        return f.read(use_threads=False)
+
+
 def read_parquet(path: Path) -> pd.DataFrame:
     """A Parquet file as pandas reads it, with the float64 columns as one block."""
-    table = pq.read_table(path)
+    table = read_file(path)
     names = table.column_names
     if (table.schema.metadata or {}).get(b"pandas") or len(set(names)) != len(names):
         # Written by pandas (an index, dtypes to restore) or ambiguous: pandas' own way.
         return table.to_pandas()
-    floats = [f.name for f in table.schema if pa.types.is_float64(f.type)]
-    if len(floats) < 2:
+    where = [i for i, t in enumerate(table.schema.types) if t == pa.float64()]
+    if len(where) < 2:
         return table.to_pandas()
-    block = np.empty((table.num_rows, len(floats)), dtype=np.float64, order="F")
-    for k, c in enumerate(floats):
-        block[:, k] = table.column(c).to_numpy()  # nulls come back as NaN
-    parts = [pd.DataFrame(block, columns=floats, copy=False)]
-    float_names = set(floats)
-    others = [c for c in names if c not in float_names]
-    if others:
-        parts.append(table.select(others).to_pandas())
-    return pd.concat(parts, axis=1)[names]
+    columns = table.columns  # by position: a lookup by name per column costs ~2 ms at 500
+    block = np.empty((table.num_rows, len(where)), dtype=np.float64, order="F")
+    for k, i in enumerate(where):
+        block[:, k] = columns[i].to_numpy()  # nulls come back as NaN
+    frame = pd.DataFrame(block, columns=[names[i] for i in where], copy=False)
+    if len(where) == len(names):
+        return frame
+    is_float = set(where)
+    others = table.select([i for i in range(len(names)) if i not in is_float]).to_pandas()
+    return pd.concat([frame, others], axis=1)[names]

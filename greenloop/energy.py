@@ -93,7 +93,8 @@ class Meter:
             try:
                 yield reading
             finally:
-                data = tracker.stop_task()
+                with proctree.one_listing():  # CPU and RAM read the same tree, found once
+                    data = tracker.stop_task()
                 reading.cpu_seconds = _cpu_seconds() - cpu0
                 reading.wall_seconds = time.perf_counter() - wall0
                 if data is not None:

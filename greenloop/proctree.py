@@ -12,7 +12,10 @@ psutil's own walk is used. The answer is the same set; only its cost changes.
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psutil
@@ -28,8 +31,7 @@ def direct_children(pid: int) -> list[int] | None:
     pids: list[int] = []
     for tid in tids:
         try:
-            with open(f"{task}/{tid}/children", "rb") as f:
-                data = f.read()
+            data = _read(f"{task}/{tid}/children")
         except FileNotFoundError:
             if os.path.isdir(f"{task}/{tid}"):
                 return None  # the file itself is missing: not supported here
@@ -40,8 +42,42 @@ def direct_children(pid: int) -> list[int] | None:
     return pids
 
 
+def _read(path: str) -> bytes:
+    """A small /proc file without a buffered file object: ~3 µs instead of ~8 µs, and a
+    serving process has ~40 threads to read, three times per metered phase."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, 65536)  # a thread's children list: a few pids
+    finally:
+        os.close(fd)
+
+
+_held = threading.local()
+
+
+@contextmanager
+def one_listing() -> Iterator[None]:
+    """Within this block, this thread lists each process's descendants once: the CPU and
+    RAM readings CodeCarbon takes when a phase stops see the same tree, at one walk's
+    cost instead of two. Outside it every call walks afresh."""
+    _held.tree = {}
+    try:
+        yield
+    finally:
+        _held.tree = None
+
+
 def descendants(pid: int) -> list[int] | None:
     """Every descendant of `pid` (breadth first), or None when not supported."""
+    held: dict[int, list[int] | None] | None = getattr(_held, "tree", None)
+    if held is None:
+        return _walk(pid)
+    if pid not in held:
+        held[pid] = _walk(pid)
+    return held[pid]
+
+
+def _walk(pid: int) -> list[int] | None:
     found: list[int] = []
     seen = {pid}
     queue = deque([pid])

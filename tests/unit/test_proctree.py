@@ -47,3 +47,47 @@ def test_codecarbon_trackers_get_the_cheaper_lookup() -> None:
     t = tracker(EnergyConfig())  # greenloop's trackers come with it
     cpu = [hw for hw in t._hardware if hasattr(hw, "_process")]
     assert cpu and all(isinstance(hw._process, proctree.Process) for hw in cpu)
+
+
+def test_one_listing_walks_once_inside_and_afresh_outside(monkeypatch) -> None:
+    walks: list[int] = []
+    real = proctree._walk
+
+    def counting(pid: int) -> list[int] | None:
+        walks.append(pid)
+        return real(pid)
+
+    monkeypatch.setattr(proctree, "_walk", counting)
+    me = os.getpid()
+    with proctree.one_listing():
+        first = proctree.descendants(me)
+        child = subprocess.Popen(["sleep", "30"])
+        try:
+            assert proctree.descendants(me) == first  # the stop's CPU and RAM: one tree
+            assert len(walks) == 1
+        finally:
+            child.kill()
+            child.wait()
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert child.pid in (proctree.descendants(me) or [])  # outside: walked again
+        assert len(walks) == 2
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_metered_phase_stops_with_one_walk(monkeypatch) -> None:
+    """CodeCarbon reads the tree for CPU and for RAM when a phase stops: one walk serves
+    both (and one at the start), not three per phase."""
+    from greenloop.energy import Meter
+
+    meter = Meter(EnergyConfig())
+    with meter.phase("warm"):
+        pass
+    walks: list[int] = []
+    real = proctree._walk
+    monkeypatch.setattr(proctree, "_walk", lambda pid: walks.append(pid) or real(pid))
+    with meter.phase("x"):
+        pass
+    assert 1 <= len(walks) <= 2
