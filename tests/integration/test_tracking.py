@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,10 +40,28 @@ def test_a_registered_model_deleted_meanwhile_is_created_again(tmp_path: Path) -
     assert tracker.client.get_registered_model("m").name == "m"
 
 
+@pytest.fixture(params=["sqlite", "server"])
+def store_uri(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A SQL store in-process, and a real `mlflow server` over REST: the two tell a
+    deleted registered model from a missing alias by the error code they return."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'mlflow.db'}"
+        return
+    from tests.reliability.test_outage import MlflowServer, free_port
+
+    folder = tmp_path / "server"
+    folder.mkdir()
+    server = MlflowServer(folder, free_port())
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
 def test_registry_champion_reads_mlflow_and_tells_a_deleted_model_from_no_alias(
-        tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    tracker = Tracker(uri, "exp", tmp_path / "artifacts")
+        tmp_path: Path, store_uri: str) -> None:
+    tracker = Tracker(store_uri, "exp", tmp_path / "artifacts")
     version = _version(tracker, "m", tmp_path, 1)
     assert tracker.registry_champion("m") is None  # registered, no alias yet
     tracker.set_champion("m", version)
