@@ -127,16 +127,64 @@ def numeric_drift(reference: np.ndarray, current: np.ndarray, method: str,
     n_ref = (~np.isnan(reference)).sum(axis=1)
     n_cur = (~np.isnan(current)).sum(axis=1)
     tested = (n_ref > 0) & (n_cur > 0)
-    ranks = _pooled_ecdf_counts(reference, current)
     if method == "wasserstein":
-        score = _wasserstein_norm(reference, ranks, n_ref, n_cur, tested)
+        distance = _wasserstein_by_quantiles(reference, current, n_ref, n_cur, tested)
+        norm = np.maximum(_population_std(reference, n_ref), 0.001)  # Evidently's norm
+        score = np.where(tested, distance / norm, np.nan)
         drifted = score >= threshold
     elif method == "ks":
-        score = _ks_pvalues(ranks, n_ref, n_cur, tested)
+        score = _ks_pvalues(_pooled_ecdf_counts(reference, current), n_ref, n_cur, tested)
         drifted = score <= threshold
     else:
         raise ValueError(f"no vectorised drift test {method!r}; use one of {VECTORISED_METHODS}")
     return score, drifted & tested, tested
+
+
+def _wasserstein_by_quantiles(reference: np.ndarray, current: np.ndarray, n_ref: np.ndarray,
+                              n_cur: np.ndarray, tested: np.ndarray) -> np.ndarray:
+    """scipy's first Wasserstein distance, as the integral over u in (0, 1] of
+    |F_ref^-1(u) - F_cur^-1(u)|: the same number as the integral of |F_ref - F_cur| over
+    x, but each side is sorted on its own (no argsort of the pooled values, ~2.5x
+    faster at 500 columns x 1800 rows). Both quantile functions are constant between
+    the points i/n_ref and j/n_cur, so the integral is a weighted sum over that grid,
+    shared by every feature with the same counts (all of them when nothing is missing)."""
+    ref_sorted = np.sort(reference, axis=1)  # NaN last: the first n_ref[i] are the values
+    cur_sorted = np.sort(current, axis=1)
+    out = np.full(len(n_ref), np.nan)
+    counts = np.stack([n_ref, n_cur], axis=1)
+    for n, m in np.unique(counts[tested], axis=0):
+        rows = np.flatnonzero(tested & (n_ref == n) & (n_cur == m))
+        everyone = len(rows) == len(n_ref)
+        ref_part = ref_sorted if everyone else ref_sorted[rows]
+        cur_part = cur_sorted if everyone else cur_sorted[rows]
+        widths, ref_at, cur_at = _quantile_grid(int(n), int(m))
+        gaps = cur_part[:, cur_at]
+        # Where the grid is the reference's own points, no gather (and no copy) needed.
+        same = len(ref_at) == ref_part.shape[1] and ref_at[-1] == len(ref_at) - 1
+        np.subtract(ref_part if same else ref_part[:, ref_at], gaps, out=gaps)
+        np.abs(gaps, out=gaps)
+        out[rows] = gaps @ widths
+    return out
+
+
+def _quantile_grid(n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """On the scale n*m, the union of the points i*m (i = 1..n) and j*n (j = 1..m);
+    per interval ending at such a point p: its width in u, and the index of each side's
+    sorted value there (ceil(p / m) - 1 and ceil(p / n) - 1). Integers: no rounding."""
+    points = np.union1d(np.arange(1, n + 1, dtype=np.int64) * m,
+                        np.arange(1, m + 1, dtype=np.int64) * n)
+    widths = np.diff(points, prepend=0) / (n * m)
+    return widths, -(-points // m) - 1, -(-points // n) - 1
+
+
+def _population_std(values: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """np.nanstd per row (ddof 0), 0 where a row has no value; ~3x faster than nanstd."""
+    valid = ~np.isnan(values)
+    centred = np.where(valid, values, 0.0)
+    mean = centred.sum(axis=1) / np.maximum(n, 1)
+    np.subtract(centred, mean[:, None], out=centred)
+    centred[~valid] = 0.0
+    return np.sqrt(np.einsum("ij,ij->i", centred, centred) / np.maximum(n, 1))
 
 
 @dataclass(frozen=True)
@@ -163,20 +211,6 @@ def _pooled_ecdf_counts(reference: np.ndarray, current: np.ndarray) -> _PooledCo
     # NaN come last, so every valid position has only valid values at or before it.
     cur_count = np.arange(1, pooled.shape[1] + 1) - ref_count
     return _PooledCounts(values, ref_count, cur_count, valid)
-
-
-def _wasserstein_norm(reference: np.ndarray, c: _PooledCounts, n_ref: np.ndarray,
-                      n_cur: np.ndarray, tested: np.ndarray) -> np.ndarray:
-    """The integral of |F_ref - F_cur| between successive pooled values (scipy's
-    `_cdf_distance` with p=1; inside a run of ties the step is 0, so counts taken
-    mid-run do not matter), normed as Evidently does."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        steps = np.nan_to_num(np.diff(c.values, axis=1), nan=0.0)
-        gap = np.abs(c.ref_count[:, :-1] / n_ref[:, None] - c.cur_count[:, :-1] / n_cur[:, None])
-        distance = np.sum(np.where(steps > 0, gap * steps, 0.0), axis=1)
-        ref_std = np.nanstd(np.where(tested[:, None], reference, 0.0), axis=1)
-    norm = np.maximum(ref_std, 0.001)  # Evidently: max(np.std(reference), 0.001)
-    return np.where(tested, distance / norm, np.nan)
 
 
 def _ks_pvalues(c: _PooledCounts, n_ref: np.ndarray, n_cur: np.ndarray,

@@ -59,6 +59,8 @@ def evidently_per_column(ref: pd.DataFrame, cur: pd.DataFrame,
 @pytest.mark.parametrize(("method", "threshold", "ref_rows", "cur_rows", "seed"), [
     ("wasserstein", 0.1, 1600, 200, 0),
     ("wasserstein", 0.1, 300, 300, 1),
+    ("wasserstein", 0.1, 1597, 211, 6),  # sizes with no common multiple below their product
+    ("wasserstein", 0.1, 37, 500, 7),  # a reference smaller than the batch
     ("ks", 0.05, 1600, 200, 2),
     ("ks", 0.05, 240, 240, 3),  # equal sizes: scipy's other exact path
     ("ks", 0.05, 12000, 300, 4),  # over 10,000 rows: scipy's asymptotic p-value
