@@ -163,7 +163,7 @@ def _wasserstein_by_quantiles(reference: np.ndarray, current: np.ndarray, n_ref:
         same = len(ref_at) == ref_part.shape[1] and ref_at[-1] == len(ref_at) - 1
         np.subtract(ref_part if same else ref_part[:, ref_at], gaps, out=gaps)
         np.abs(gaps, out=gaps)
-        out[rows] = gaps @ widths
+        out[rows] = np.einsum("ij,j->i", gaps, widths)  # not `@`: BLAS would spin threads
     return out
 
 
