@@ -130,12 +130,10 @@ def _recorded_before_failing(rt: Runtime, row: BatchRow, error: str) -> dict:
         reconcile(rt)
     except Exception as e:  # noqa: BLE001 - repaired before the next batch in any case
         log(f"{rt.model_name}: the champion alias is repaired at the next batch ({e})")
-    runs = rt.ledger.query("SELECT mlflow_run_id FROM batches WHERE model=? AND hash=?",
-                           (rt.model_name, row.hash))
     return {"seq": row.seq, "decision": row.decision, "version": row.version,
             "promoted": row.version is not None
             and rt.ledger.champion(rt.model_name) == row.version,
-            "run_id": runs[0]["mlflow_run_id"] if runs else None, "hash": row.hash}
+            "run_id": rt.ledger.mlflow_run_id(rt.model_name, row.hash), "hash": row.hash}
 
 
 def checked(rt: Runtime, work: Work) -> Work:

@@ -92,10 +92,9 @@ def record_service_share(rt: Runtime, digest: str | None, since_id: int, window:
             "cpu_seconds": max(window.cpu_seconds - phases["cpu_seconds"], 0.0),
             "wall_seconds": max(window.wall_seconds - phases["wall_seconds"], 0.0)}
     rt.ledger.add_energy(rt.model_name, digest, "service", rest)
-    rows = rt.ledger.query("SELECT mlflow_run_id FROM batches WHERE model=? AND hash=?",
-                           (rt.model_name, digest)) if digest else []
-    if rows and rows[0]["mlflow_run_id"]:
-        rt.tracker.log_metrics(rows[0]["mlflow_run_id"], {
+    run_id = rt.ledger.mlflow_run_id(rt.model_name, digest) if digest else None
+    if run_id:
+        rt.tracker.log_metrics(run_id, {
             "energy_kwh.service": rest["energy_kwh"], "cpu_seconds.service": rest["cpu_seconds"],
             "energy_kwh.whole": window.energy_kwh, "cpu_seconds.whole": window.cpu_seconds,
             "wall_seconds.whole": window.wall_seconds})

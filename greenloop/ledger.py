@@ -214,6 +214,12 @@ class Ledger:
                                  (model, digest)).fetchone()
         return _batch(row) if row else None
 
+    def mlflow_run_id(self, model: str, digest: str) -> str | None:
+        """The MLflow run that recorded this batch, if one did."""
+        row = self._conn.execute("SELECT mlflow_run_id FROM batches WHERE model=? AND hash=?",
+                                 (model, digest)).fetchone()
+        return row[0] if row else None
+
     def batches(self, model: str, statuses: tuple[str, ...] | None = None) -> list[BatchRow]:
         q = "SELECT * FROM batches WHERE model=?"
         args: list[Any] = [model]
