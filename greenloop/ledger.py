@@ -111,7 +111,7 @@ class BatchRow:
         return self.rows or 0 if self.labelled_rows is None else self.labelled_rows
 
 
-def _when_unlocked(fn: Callable[[], object], timeout_s: float = 60.0) -> None:
+def when_unlocked(fn: Callable[[], object], timeout_s: float = 60.0) -> None:
     """Run `fn`, again while SQLite says "database is locked". Processes opening a new
     ledger at once (a fleet's workers) race to create it and switch it to WAL, and that
     switch can fail at once, without waiting in the busy handler (13 of 30 trials with
@@ -136,8 +136,8 @@ class Ledger:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
-        _when_unlocked(lambda: self._conn.executescript(SCHEMA))
-        _when_unlocked(self._migrate)
+        when_unlocked(lambda: self._conn.executescript(SCHEMA))
+        when_unlocked(self._migrate)
 
     def _migrate(self) -> None:
         for table, column, decl in MIGRATIONS:
@@ -156,7 +156,7 @@ class Ledger:
             conn = sqlite3.connect(self.path, timeout=60, isolation_level=None,
                                    check_same_thread=False)
             conn.row_factory = sqlite3.Row
-            _when_unlocked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
+            when_unlocked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
             with self._guard:

@@ -30,6 +30,7 @@ from mlflow.exceptions import MlflowException, RestException  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT as DATASET_CONTEXT_TAG  # noqa: E402
 
 from greenloop.model import TabularModel  # noqa: E402
+from tasks.mlflow_sqlite import use_wal  # noqa: E402
 
 CHAMPION = "champion"
 PARENT_TAG = "mlflow.parentRunId"
@@ -64,6 +65,7 @@ class RegisteredModelMissing(LookupError):
 class Tracker:
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path) -> None:
         self.uri = tracking_uri
+        use_wal(tracking_uri)  # before MLflow's first connection to its SQLite file
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self.experiment = experiment
         exp = self.client.get_experiment_by_name(experiment)

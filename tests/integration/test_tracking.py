@@ -70,3 +70,28 @@ def test_registry_champion_reads_mlflow_and_tells_a_deleted_model_from_no_alias(
     assert tracker.known_champion("m") == version  # memory alone would not notice
     with pytest.raises(RegisteredModelMissing):
         tracker.registry_champion("m")
+
+
+def _pragma(engine: object, name: str) -> object:
+    with engine.connect() as conn:  # type: ignore[attr-defined]
+        return conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+
+
+def test_the_mlflow_sqlite_file_is_journaled_as_the_ledger_is(tmp_path: Path) -> None:
+    """WAL and synchronous=NORMAL on MLflow's own connections, for the tracking and the
+    registry store alike; another SQLite database in the process keeps SQLite's defaults."""
+    import sqlite3
+
+    from sqlalchemy import create_engine
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp", tmp_path / "artifacts")
+    _version(tracker, "m", tmp_path, 1)
+    stores = (tracker.client._tracking_client.store, tracker.client._get_registry_client().store)
+    for store in stores:
+        assert _pragma(store.engine, "journal_mode") == "wal"
+        assert _pragma(store.engine, "synchronous") == 1  # NORMAL; SQLite's default is FULL (2)
+    with sqlite3.connect(tmp_path / "mlflow.db") as conn:  # the mode is stored in the file
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    other = create_engine(f"sqlite:///{tmp_path / 'other.db'}")
+    assert _pragma(other, "journal_mode") == "delete"
+    assert _pragma(other, "synchronous") == 2
