@@ -78,11 +78,18 @@ def timed_arrivals(config: str, paths: list[str], home: str) -> tuple[list[float
     """What `greenloop serve` runs per dropped file: one `arrival` task run each, in
     this warm process (the task worker's thread runs the same call; the websocket
     hand-over and the Prefect server's share are metered by benchmarks/served.py)."""
+    import asyncio
+
     from prefect.cache_policies import DEFAULT
 
+    from flows.deploy import ensure_limit, limit_name
     from flows.warm import arrival as plain_arrival
     from flows.warm import warm_client
+    from tasks.runtime import get_runtime
 
+    # `greenloop serve` creates the model's update slot before it serves: each arrival
+    # then acquires and releases it on the Prefect server (two requests), as timed here.
+    asyncio.run(ensure_limit(limit_name(get_runtime(config, "never", home).model_name)))
     with warm_client():  # as the task worker thread of `greenloop serve`
         # The task object the worker runs: TaskWorker.__init__ turns on result
         # persistence and the default cache policy of every task it serves.

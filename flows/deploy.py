@@ -40,6 +40,7 @@ from flows.confine import confine
 from flows.retrain import full_retrain
 from flows.update import ingest, process_pending
 from greenloop.config import GreenloopConfig, load_config
+from tasks import slot
 from tasks.events import ACCEPTED, ARRIVED, arrived_trigger_name
 from tasks.landing import rescan
 from tasks.runtime import Runtime, get_runtime
@@ -79,7 +80,7 @@ def update_with_slot(rt: Runtime) -> list[dict]:
     while True:
         done = len(results)
         try:
-            with concurrency(limit_name(rt.model_name), occupy=1, strict=False, max_retries=0):
+            with slot.held(limit_name(rt.model_name)):
                 while batch := process_pending(rt):
                     results += batch
         except ConcurrencySlotAcquisitionError:
@@ -125,6 +126,11 @@ def full_retrain_model(config: str, policy: str | None = None, home: str | None 
 
 async def ensure_limit(name: str, limit: int = 1) -> None:
     async with get_client() as client:
+        try:  # read first: a create that fails logs a traceback in the server's log
+            await client.read_global_concurrency_limit_by_name(name)
+            return
+        except ObjectNotFound:
+            pass
         try:
             await client.create_global_concurrency_limit(
                 GlobalConcurrencyLimitCreate(name=name, limit=limit))

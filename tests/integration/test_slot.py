@@ -1,0 +1,75 @@
+"""The update slot taken through the caller's client, against a real Prefect API."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+
+import pytest
+from prefect import get_client
+from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
+
+from flows.deploy import ensure_limit
+from tasks import slot
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def _active_slots(name: str) -> int:
+    with get_client(sync_client=True) as client:
+        return int(client.read_global_concurrency_limit_by_name(name).active_slots)
+
+
+def _fresh_limit() -> str:
+    name = f"greenloop-test-{uuid.uuid4().hex[:8]}"
+    asyncio.run(ensure_limit(name))
+    asyncio.run(ensure_limit(name))  # a second serve start finds it: no error
+    return name
+
+
+def test_the_slot_is_held_for_the_block_and_refused_to_a_second_holder() -> None:
+    name = _fresh_limit()
+    with slot.held(name):
+        assert _active_slots(name) == 1
+        with pytest.raises(ConcurrencySlotAcquisitionError), slot.held(name):
+            pytest.fail("a second holder must not get the slot")
+    assert _active_slots(name) == 0
+
+
+def test_the_slot_is_released_when_the_block_raises() -> None:
+    name = _fresh_limit()
+    with pytest.raises(RuntimeError, match="boom"), slot.held(name):
+        raise RuntimeError("boom")
+    assert _active_slots(name) == 0
+
+
+def test_without_the_limit_the_block_runs_without_a_slot() -> None:
+    ran = []
+    with slot.held(f"greenloop-missing-{uuid.uuid4().hex[:8]}"):
+        ran.append(True)
+    assert ran == [True]
+
+
+def test_the_lease_is_renewed_while_the_block_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full retrain can outlast the lease: it is renewed, as Prefect renews its own."""
+    from prefect.client.orchestration import SyncPrefectClient
+
+    renewals = []
+    real = SyncPrefectClient.renew_concurrency_lease
+
+    def counted(self: SyncPrefectClient, lease_id: uuid.UUID, lease_duration: float) -> object:
+        response = real(self, lease_id=lease_id, lease_duration=lease_duration)
+        renewals.append((threading.current_thread().name, response.status_code))
+        return response
+
+    monkeypatch.setattr(SyncPrefectClient, "renew_concurrency_lease", counted)
+    monkeypatch.setattr(slot, "RENEW_AT", 0.005)  # every 0.3 s of a 60 s lease
+    name = _fresh_limit()
+    with slot.held(name, lease_seconds=60):
+        time.sleep(1.2)
+        assert _active_slots(name) == 1
+    assert len(renewals) >= 2
+    assert all(t.startswith("greenloop-slot-") and code == 204 for t, code in renewals)
+    assert _active_slots(name) == 0
