@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import hashlib
 import logging
@@ -65,8 +66,22 @@ def _repo(home: Path):  # noqa: ANN202 - dvc.repo.Repo, imported lazily
     from dvc.repo import Repo
 
     if home not in _REPOS:
-        _REPOS[home] = Repo(str(home))  # opening a Repo costs ~0.1 s: once per process
+        repo = Repo(str(home))  # opening a Repo costs ~0.1 s: once per process
+        _keep_state_open(repo)
+        _REPOS[home] = repo
     return _REPOS[home]
+
+
+def _keep_state_open(repo) -> None:  # noqa: ANN001 - dvc.repo.Repo
+    """DVC closes its state databases whenever it releases the repository lock, and
+    opens them again at the next add. Kept open, the one of file hashes (SQLite in WAL
+    mode, made to be shared by processes) is opened once per process: ~1.5 ms less per
+    add (6.7-7.2 -> 5.2-5.5 ms over 60 adds). The links database DVC still opens and
+    closes around each use itself."""
+    state = repo.state
+    close = state.close
+    state.close = lambda: None  # what lock_repo and Repo._reset call
+    atexit.register(close)
 
 
 def _config_stamp(home: Path) -> tuple[int, ...]:

@@ -6,6 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tasks import versioning
@@ -48,3 +49,31 @@ def test_an_edited_dvc_config_is_read_at_the_next_add(tmp_path: Path) -> None:
     again = versioning._CONFIGS[tmp_path][1]
     assert again is not parsed
     assert again["core"]["autostage"] is True
+
+
+def test_dvc_hash_state_stays_open_between_adds_and_records_each_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DVC's database of file hashes is opened once per process, not once per add; what
+    it records is what another DVC process reads."""
+    import sqlite3
+
+    from dvc.repo import Repo
+
+    versioning.ensure_repo(tmp_path)
+    data = tmp_path / "data"
+    versioning.dvc_add(tmp_path, _file(data, "a.parquet"))
+    opened: list[str] = []
+    connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: opened.append(str(a[0])) or
+                        connect(*a, **k))
+    paths = [_file(data, f"{name}.parquet") for name in "bcd"]
+    md5s = [versioning.dvc_add(tmp_path, p) for p in paths]
+    assert [p for p in opened if "hashes" in p] == []
+    monkeypatch.undo()
+    other = Repo(str(tmp_path))  # as `dvc status` in another process would open it
+    try:
+        for path, md5 in zip(paths, md5s, strict=True):
+            _meta, hash_info = other.state.get(str(path), other.fs)
+            assert hash_info is not None and hash_info.value == md5
+    finally:
+        other.close()
