@@ -73,3 +73,34 @@ def test_the_lease_is_renewed_while_the_block_runs(monkeypatch: pytest.MonkeyPat
     assert len(renewals) >= 2
     assert all(t.startswith("greenloop-slot-") and code == 204 for t, code in renewals)
     assert _active_slots(name) == 0
+
+
+def test_arrivals_are_handed_over_through_one_client(monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: object) -> None:
+    """`arrival.delay` builds a new Prefect client (and TLS context) per call unless one
+    bound to Prefect's run-sync loop is current: `serve` hands every arrival over through
+    one. The task runs are created as before, scheduled for the task worker."""
+    from prefect.client.orchestration import PrefectClient
+
+    from flows import warm
+
+    built = []
+    real_init = PrefectClient.__init__
+
+    def counted(self: PrefectClient, *args: object, **kwargs: object) -> None:
+        built.append(1)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(PrefectClient, "__init__", counted)
+    monkeypatch.setattr(warm, "_DELAY_CLIENT", None)
+    futures = []
+    for n in range(4):
+        if n == 1:  # the first opened the shared client (and Prefect's events worker, once)
+            built.clear()
+        with warm._delay_client():
+            futures.append(warm.arrival.delay(f"landing/b{n}.csv", "configs/x.yaml", None,
+                                              None, uuid.uuid4().hex))
+    assert built == []
+    with get_client(sync_client=True) as client:
+        states = [client.read_task_run(f.task_run_id).state for f in futures]
+    assert all(s is not None and s.is_scheduled() for s in states)
