@@ -3,6 +3,8 @@ data/landing/<dataset>/, beside the in-process replay of the same batches, in on
 
     .venv/bin/python benchmarks/served.py --config configs/elec2.yaml --batches 10 \
         --idle-seconds 600 --out reports/served-elec2.json
+    .venv/bin/python benchmarks/served.py --synthetic 300x8 --policy never --batches 20 \
+        --idle-seconds 60 --out reports/served-skip-300x8.json   # every arrival a skip
 
 What it reports:
 - per arrival, CPU-seconds of the whole serve process tree (serve: runner, task worker,
@@ -60,9 +62,10 @@ def make_home(config: Path, root: Path) -> tuple[Path, Path]:
     """A fresh project home with the config's source data; returns (home, config)."""
     cfg = yaml.safe_load(config.read_text())
     home = Path(tempfile.mkdtemp(prefix="greenloop-served-", dir=root))
-    source = ROOT / cfg["data"]["path"]
-    (home / source.parent.relative_to(ROOT)).mkdir(parents=True)
-    shutil.copytree(source.parent, home / source.parent.relative_to(ROOT), dirs_exist_ok=True)
+    base = config.parent.parent  # the folder holding configs/ and data/ (the repo's own)
+    source = base / cfg["data"]["path"]
+    (home / source.parent.relative_to(base)).mkdir(parents=True)
+    shutil.copytree(source.parent, home / source.parent.relative_to(base), dirs_exist_ok=True)
     (home / "configs").mkdir()
     shutil.copy(config, home / "configs" / config.name)
     return home, home / "configs" / config.name
@@ -218,7 +221,8 @@ def replayed(config: Path, n: int, workdir: Path) -> dict[str, Any]:
     subprocess.run(greenloop("run", "--config", str(cfg_path), "--home", str(home),
                              "--max-batches", str(boot)), check=True, env=env,
                    capture_output=True)
-    summary_path = home / "reports" / f"{cfg['name']}-gated" / "summary.json"
+    policy = cfg.get("policy", {}).get("name", "gated")
+    summary_path = home / "reports" / f"{cfg['name']}-{policy}" / "summary.json"
     before = json.loads(summary_path.read_text())
     t0 = time.perf_counter()
     subprocess.run(greenloop("run", "--config", str(cfg_path), "--home", str(home),
@@ -233,6 +237,17 @@ def replayed(config: Path, n: int, workdir: Path) -> dict[str, Any]:
             "decisions": after["decisions"]}
 
 
+def synthetic_config(folder: Path, shape: str, batches: int, policy: str | None) -> Path:
+    """The seeded SEA-like stream of `shape` in `folder`, beside its data-only config."""
+    from skip_cost import synthetic_home
+
+    folder.mkdir(parents=True)
+    config = Path(synthetic_home(folder, shape, batches + 1, seed=0))
+    if policy:
+        config.write_text(config.read_text() + f"policy:\n  name: {policy}\n")
+    return config
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -244,8 +259,16 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=10)
     ap.add_argument("--idle-seconds", type=float, default=120)
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "served.json")
+    ap.add_argument("--synthetic", default=None, metavar="ROWSxFEATURES",
+                    help="a seeded SEA-like stream of this shape (benchmarks/skip_cost.py) "
+                         "with a data-only config, instead of --config")
+    ap.add_argument("--policy", default=None, help="with --synthetic: e.g. `never`, so "
+                    "that every timed arrival is a skip")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="greenloop-bench-"))
+    if args.synthetic:
+        args.config = synthetic_config(work / "synthetic", args.synthetic, args.batches,
+                                       args.policy)
     load0 = os.getloadavg()
     s = served(args.config.resolve(), args.batches, args.idle_seconds, work, work / "serve.log")
     r = replayed(args.config.resolve(), args.batches, work)
