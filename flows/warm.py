@@ -123,7 +123,7 @@ def _delay_client() -> Iterator[None]:
     """One async Prefect client for every `arrival.delay` of this process. `delay` creates
     the task run on Prefect's run-sync event loop through `get_client()`, which builds a
     new client, and with it a TLS context loading the CA bundle, for every call unless an
-    async client bound to that loop is current: ~25 ms of CPU per arrival in `serve`,
+    async client bound to that loop is current: ~23 ms of CPU per arrival in `serve`,
     measured with py-spy. `get_client()` returns the current context's client only on the
     loop it was opened on, so it is opened there, once."""
     from prefect import get_client

@@ -58,3 +58,15 @@ def test_a_taken_slot_raises_at_once_and_other_errors_go_to_prefect() -> None:
     client = _Client([403])  # e.g. a CSRF token Prefect's client knows how to fetch
     assert slot._post(client, "/v2/x", {}) == "prefect's path"
     assert len(client.sent) == 1
+
+
+def test_a_connection_error_is_left_to_prefects_retries() -> None:
+    """A server restarting refuses the connection: Prefect's client retries that."""
+    client = _Client([])
+
+    def refused(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    client._client = httpx.Client(base_url="http://127.0.0.1:1/api",
+                                  transport=httpx.MockTransport(refused))
+    assert slot._post(client, "/v2/x", {}) == "prefect's path"
