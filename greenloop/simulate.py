@@ -59,12 +59,23 @@ class Simulation:
     def updates(self, from_seq: int = 0) -> list[BatchRecord]:
         return [r for r in self.records if r.role == "update" and r.seq >= from_seq]
 
-    def prequential(self, from_seq: int = 0) -> float:
-        """Labelled-row-weighted test-then-train quality over update batches."""
+    def prequential(self, from_seq: int = 0, to_seq: int | None = None) -> float:
+        """Labelled-row-weighted test-then-train quality over update batches (seq in
+        [from_seq, to_seq) when `to_seq` is given)."""
         rows = [r for r in self.updates(from_seq)
-                if r.labelled_rows and not math.isnan(r.quality_before)]
+                if r.labelled_rows and not math.isnan(r.quality_before)
+                and (to_seq is None or r.seq < to_seq)]
         n = sum(r.labelled_rows for r in rows)
         return sum(r.quality_before * r.labelled_rows for r in rows) / n if n else math.nan
+
+    def halves(self, from_seq: int = 0) -> tuple[float, float]:
+        """Prequential quality over the first and the second half of the update batches
+        (by count; the middle one goes to the second half): NaN with fewer than two."""
+        seqs = [r.seq for r in self.updates(from_seq)]
+        if len(seqs) < 2:
+            return math.nan, math.nan
+        middle = seqs[len(seqs) // 2]
+        return self.prequential(from_seq, middle), self.prequential(middle)
 
     def decisions(self, from_seq: int = 0) -> dict[str, int]:
         out = {"skip": 0, "finetune": 0, "retrain": 0}

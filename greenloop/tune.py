@@ -46,11 +46,14 @@ class Screened:
     train_cpu_seconds: float  # measured in this process; noisy, reported only
     decisions: dict[str, int]
     knobs: dict[str, Any] = field(default_factory=dict)
+    # Quality over the first and the second half of the scored batches (Simulation.halves).
+    halves: tuple[float, float] = (math.nan, math.nan)
 
     def as_dict(self) -> dict[str, Any]:
         return {"quality": self.quality, "train_row_epochs": self.train_row_epochs,
                 "train_cpu_seconds": round(self.train_cpu_seconds, 2),
-                "decisions": self.decisions, "knobs": self.knobs}
+                "decisions": self.decisions, "knobs": self.knobs,
+                "halves": list(self.halves)}
 
 
 # Knobs of the train section a policy setting may carry (the rest are policy knobs).
@@ -85,7 +88,7 @@ def screen(cfg: GreenloopConfig, batches: Sequence[Batch], schema: Schema, name:
 
     sim = simulate(cfg, list(batches), schema, on_step=count)
     return Screened(name, sim.prequential(from_seq), row_epochs, sim.train_cpu_seconds,
-                    sim.decisions(from_seq))
+                    sim.decisions(from_seq), halves=sim.halves(from_seq))
 
 
 def screen_variants(cfg: GreenloopConfig, batches: Sequence[Batch], schema: Schema,
@@ -95,7 +98,7 @@ def screen_variants(cfg: GreenloopConfig, batches: Sequence[Batch], schema: Sche
         knobs = variant_knobs(name)
         s = screen(with_knobs(cfg, **knobs), batches, schema, name, from_seq)
         out[name] = Screened(s.name, s.quality, s.train_row_epochs, s.train_cpu_seconds,
-                             s.decisions, knobs)
+                             s.decisions, knobs, s.halves)
     return out
 
 
@@ -134,6 +137,37 @@ def policy_points(budget: int) -> list[dict[str, Any]]:
     return calibrated[:budget] + spread_pick(fixed, max(budget - len(calibrated), 0))
 
 
+# Below this rank correlation the prefix's two halves disagree on which schedules are good:
+# a choice made on the whole prefix is then a weak guide to the rest of the stream.
+STABLE_SPEARMAN = 0.5
+
+
+def prefix_stability(runs: dict[str, Screened]) -> float:
+    """Spearman rank correlation, over the screened variants, between their quality on
+    the first and on the second half of the prefix (ties share their mean rank). It is
+    computed from the prefix alone and costs no extra run; NaN with fewer than 4
+    variants scored on both halves."""
+    pairs = [r.halves for r in runs.values()
+             if not (math.isnan(r.halves[0]) or math.isnan(r.halves[1]))]
+    if len(pairs) < 4:
+        return math.nan
+    first = pd.Series([a for a, _ in pairs]).rank()
+    second = pd.Series([b for _, b in pairs]).rank()
+    if first.nunique() < 2 or second.nunique() < 2:
+        return math.nan  # every variant alike on one half: no ranking to compare
+    return float(first.corr(second))
+
+
+def stability_text(stability: float) -> str:
+    """One line for the tuned config's header and the CLI."""
+    if math.isnan(stability):
+        return "prefix stability: not measured (too few variants or scored batches)"
+    verdict = ("they rank alike: the choice should carry over" if stability >= STABLE_SPEARMAN
+               else "they rank differently: a choice made here may not hold on the rest")
+    return (f"prefix stability: Spearman {stability:+.2f} between the periodic variants' "
+            f"quality on the prefix's two halves; {verdict}")
+
+
 def prefix_length(n_batches: int, prefix: float) -> int:
     if not 0 < prefix < 1:
         raise ValueError(f"prefix must be a fraction between 0 and 1 (exclusive), got {prefix}")
@@ -154,6 +188,7 @@ class TuneResult:
     chosen_within: bool  # within tolerance of the best periodic on the prefix
     periodic_runs: dict[str, Screened]
     policy_runs: dict[str, Screened]
+    stability: float = math.nan  # prefix_stability over the periodic variants
 
     def knobs(self) -> dict[str, Any]:
         """What `tune` writes into the config's policy section."""
@@ -167,6 +202,7 @@ class TuneResult:
                 "budget": self.budget, "best_periodic": self.best_periodic,
                 "periodic": self.periodic, "chosen": self.chosen,
                 "chosen_within_tolerance": self.chosen_within, "knobs": self.knobs(),
+                "prefix_stability": self.stability,
                 "periodic_runs": {k: v.as_dict() for k, v in self.periodic_runs.items()},
                 "policy_runs": {k: v.as_dict() for k, v in self.policy_runs.items()}}
 
@@ -215,13 +251,14 @@ def tune_stream(cfg: GreenloopConfig, batches: Sequence[Batch], schema: Schema, 
         label = ",".join(f"{k_}={v}" for k_, v in point.items()) or "calibrated defaults"
         s = screen(with_knobs(cfg, **point), seen, schema, label)
         policy_runs[label] = Screened(label, s.quality, s.train_row_epochs,
-                                      s.train_cpu_seconds, s.decisions, point)
+                                      s.train_cpu_seconds, s.decisions, point, s.halves)
     costs = {n_: (r.quality, float(r.train_row_epochs)) for n_, r in policy_runs.items()}
     pick = cheapest_within(task, periodic_runs[best].quality, costs)
     within = pick is not None
     pick = pick or _best(task, policy_runs)
     return TuneResult(prefix, k, n, task, cfg.policy.name, per_family, best, periodic,
-                      dict(policy_runs[pick].knobs), within, periodic_runs, policy_runs)
+                      dict(policy_runs[pick].knobs), within, periodic_runs, policy_runs,
+                      prefix_stability(periodic_runs))
 
 
 def load_prefix(cfg: GreenloopConfig, source_path: Path, prefix: float
@@ -265,17 +302,19 @@ def tuned_yaml(original: str, result: TuneResult) -> str:
         f"tolerance of the best of {len(result.periodic_runs)} periodic variants, "
         f"{result.best_periodic} ({best.quality:.4f} on the prefix)",
         f"# periodic: {result.periodic}, the cheapest variant within tolerance of the best",
+        f"# {stability_text(result.stability)}",
     ]
     leading = []
     for line in original.splitlines():
         if not line.startswith("#"):
             break
-        if not line.startswith("# tuned by greenloop tune") and line not in header:
+        if not line.startswith(("# tuned by greenloop tune", "# prefix stability:")) \
+                and line not in header:
             leading.append(line)
     return "\n".join(header + leading) + "\n" + yaml.safe_dump(raw, sort_keys=False)
 
 
-__all__ = ["GATED_GRID", "RETRAIN_WINDOWS", "TRAIN_KNOBS", "Screened", "TuneResult",
-           "calibrated_points", "gated_grid", "load_prefix", "policy_points", "prefix_length",
-           "screen", "screen_variants", "spread_pick", "tune_stream", "tuned_yaml",
-           "variant_knobs", "with_knobs"]
+__all__ = ["GATED_GRID", "RETRAIN_WINDOWS", "STABLE_SPEARMAN", "TRAIN_KNOBS", "Screened",
+           "TuneResult", "calibrated_points", "gated_grid", "load_prefix", "policy_points",
+           "prefix_length", "prefix_stability", "screen", "screen_variants", "spread_pick",
+           "stability_text", "tune_stream", "tuned_yaml", "variant_knobs", "with_knobs"]

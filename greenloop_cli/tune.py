@@ -30,7 +30,7 @@ def tune(config: ConfigOpt,
     if in_place and out is not None:
         _fail("give --out or --in-place, not both", 2)
     from greenloop.config import load_config
-    from greenloop.tune import load_prefix, tune_stream, tuned_yaml
+    from greenloop.tune import load_prefix, stability_text, tune_stream, tuned_yaml
     from greenloop.workspace import Workspace
 
     cfg = load_config(config)
@@ -48,6 +48,7 @@ def tune(config: ConfigOpt,
                f"{result.best_periodic}; chosen periodic {result.periodic}")
     typer.echo(f"{result.policy}: {result.chosen} "
                f"({'within' if result.chosen_within else 'NOT within'} tolerance)")
+    typer.echo(stability_text(result.stability))
     typer.echo(f"written: {target} (and the screened runs: {report})")
     typer.echo(f"report on the rest: greenloop compare --config {target} "
                f"--from-batch {result.prefix_batches + 1}")

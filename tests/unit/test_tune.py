@@ -3,6 +3,7 @@ same budget for both families, and the tuned config written with its provenance.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,14 +13,18 @@ import yaml
 
 from greenloop.config import GreenloopConfig
 from greenloop.data import infer_schema, validate_batch
+from greenloop.simulate import BatchRecord, Simulation
 from greenloop.steps import Batch, make_batch
 from greenloop.tune import (
     TRAIN_KNOBS,
+    Screened,
     gated_grid,
     load_prefix,
     policy_points,
     prefix_length,
+    prefix_stability,
     spread_pick,
+    stability_text,
     tune_stream,
     tuned_yaml,
     with_knobs,
@@ -147,6 +152,8 @@ def test_tuned_yaml_keeps_data_and_names_the_prefix(tmp_path: Path) -> None:
         assert raw[section][key] == value
     GreenloopConfig.model_validate(raw)  # still a valid config
     assert tuned_yaml(text, result).count("# tuned by") == 1  # re-tuning: one header
+    assert text.count("# prefix stability:") == 1
+    assert tuned_yaml(text, result).count("# prefix stability:") == 1
 
 
 def test_load_prefix_validates_only_the_prefix(tmp_path: Path) -> None:
@@ -171,3 +178,58 @@ def test_a_retrain_window_is_a_train_knob() -> None:
     assert tuned.train.retrain_window_batches == 8
     assert tuned.policy.finetune_quality_drop == 0.02
     assert cfg.train.retrain_window_batches is None  # the original is not modified
+
+
+def test_halves_split_the_scored_batches_by_count() -> None:
+    """Bootstrap batches never count; the middle update batch opens the second half;
+    each half is weighted by its labelled rows, as the whole is."""
+    sim = Simulation([BatchRecord(1, "bootstrap", "retrain", math.nan, 10, 1),
+                      BatchRecord(2, "update", "skip", 0.9, 10, None),
+                      BatchRecord(3, "update", "skip", 0.5, 30, None),
+                      BatchRecord(4, "update", "skip", 0.2, 10, None),
+                      BatchRecord(5, "update", "skip", 0.4, 10, None)])
+    first, second = sim.halves()
+    assert first == pytest.approx((0.9 * 10 + 0.5 * 30) / 40)
+    assert second == pytest.approx(0.3)
+    assert sim.halves(from_seq=4) == (pytest.approx(0.2), pytest.approx(0.4))
+    assert all(math.isnan(q) for q in sim.halves(from_seq=5))  # one batch: no halves
+
+
+def screened(halves: dict[str, tuple[float, float]]) -> dict[str, Screened]:
+    return {n: Screened(n, (a + b) / 2, 1, 0.0, {}, halves=(a, b)) for n, (a, b) in halves.items()}
+
+
+def test_prefix_stability_is_the_rank_agreement_of_the_halves() -> None:
+    alike = screened({"a": (0.90, 0.80), "b": (0.85, 0.79), "c": (0.70, 0.60),
+                      "d": (0.60, 0.50)})
+    assert prefix_stability(alike) == pytest.approx(1.0)
+    reversed_ = screened({"a": (0.90, 0.50), "b": (0.85, 0.60), "c": (0.70, 0.79),
+                          "d": (0.60, 0.80)})
+    assert prefix_stability(reversed_) == pytest.approx(-1.0)
+    assert "rank differently" in stability_text(prefix_stability(reversed_))
+    assert "rank alike" in stability_text(prefix_stability(alike))
+    # a tie shares its mean rank (b and c on the first half): Spearman of [4,2.5,2.5,1]
+    # against [4,3,2,1]
+    tied = screened({"a": (0.9, 0.9), "b": (0.8, 0.8), "c": (0.8, 0.7), "d": (0.6, 0.6)})
+    assert prefix_stability(tied) == pytest.approx(0.9486833, abs=1e-6)
+    # too few variants scored on both halves, or no ranking on one half: not measured
+    nan_half = screened({"a": (0.9, math.nan), "b": (0.8, 0.8), "c": (0.7, 0.7),
+                         "d": (0.6, 0.6)})
+    assert math.isnan(prefix_stability(nan_half))
+    flat = screened({n: (0.5, q) for n, q in zip("abcd", (0.9, 0.8, 0.7, 0.6), strict=True)})
+    assert math.isnan(prefix_stability(flat))
+    assert "not measured" in stability_text(math.nan)
+
+
+def test_tune_reports_the_stability_of_its_periodic_runs() -> None:
+    """Measured on the prefix's own two halves (9 batches: 7 scored, 3 + 4), from the
+    periodic runs tune made anyway; the tuned config's header says it."""
+    cfg = config()
+    batches, schema = stream(cfg)
+    result = tune_stream(cfg, batches, schema, 0.9, budget=4)
+    assert all(not math.isnan(q) for r in result.periodic_runs.values() for q in r.halves)
+    assert -1.0 <= result.stability <= 1.0
+    assert result.stability == pytest.approx(prefix_stability(result.periodic_runs))
+    assert result.as_dict()["prefix_stability"] == result.stability
+    header = tuned_yaml(yaml.safe_dump({"name": "synth"}), result)
+    assert f"# prefix stability: Spearman {result.stability:+.2f}" in header
