@@ -13,7 +13,7 @@ import hashlib
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,9 +96,8 @@ def screen_variants(cfg: GreenloopConfig, batches: Sequence[Batch], schema: Sche
     out = {}
     for name in names:
         knobs = variant_knobs(name)
-        s = screen(with_knobs(cfg, **knobs), batches, schema, name, from_seq)
-        out[name] = Screened(s.name, s.quality, s.train_row_epochs, s.train_cpu_seconds,
-                             s.decisions, knobs, s.halves)
+        out[name] = replace(screen(with_knobs(cfg, **knobs), batches, schema, name, from_seq),
+                            knobs=knobs)
     return out
 
 
@@ -249,9 +248,8 @@ def tune_stream(cfg: GreenloopConfig, batches: Sequence[Batch], schema: Schema, 
     policy_runs: dict[str, Screened] = {}
     for point in policy_points(per_family):
         label = ",".join(f"{k_}={v}" for k_, v in point.items()) or "calibrated defaults"
-        s = screen(with_knobs(cfg, **point), seen, schema, label)
-        policy_runs[label] = Screened(label, s.quality, s.train_row_epochs,
-                                      s.train_cpu_seconds, s.decisions, point, s.halves)
+        policy_runs[label] = replace(screen(with_knobs(cfg, **point), seen, schema, label),
+                                     knobs=point)
     costs = {n_: (r.quality, float(r.train_row_epochs)) for n_, r in policy_runs.items()}
     pick = cheapest_within(task, periodic_runs[best].quality, costs)
     within = pick is not None
