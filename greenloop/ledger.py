@@ -73,7 +73,10 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 # Columns added after ledgers were already in the field: added in place if missing.
 MIGRATIONS = (("batches", "attempts", "INTEGER NOT NULL DEFAULT 0"),
               ("batches", "labelled_rows", "INTEGER"),  # rows with a target (scored, trained)
-              ("versions", "run_id", "TEXT"))
+              ("versions", "run_id", "TEXT"),
+              # JSON list of the seqs the batch's drift was checked against (its reference
+              # window): `greenloop report` renders that check again, on demand.
+              ("batches", "reference_seqs", "TEXT"))
 
 
 class LineageConflict(RuntimeError):

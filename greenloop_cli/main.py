@@ -180,8 +180,9 @@ def status(config: ConfigOpt, policy: PolicyOpt = None, home: HomeOpt = None,
 
 
 # More commands register themselves on `app` when their module is imported:
-# compare, rollback, serve/watch/ui/fleet (greenloop_cli/compare.py, reliability.py, serve.py).
-from greenloop_cli import compare, predict, reliability, serve, tune  # noqa: E402,F401
+# compare, rollback, report, serve/watch/ui/fleet (greenloop_cli/compare.py, reliability.py,
+# report.py, serve.py).
+from greenloop_cli import compare, predict, reliability, report, serve, tune  # noqa: E402,F401
 
 
 def main() -> None:

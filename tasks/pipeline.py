@@ -26,6 +26,7 @@ from greenloop.policy import Decision
 from greenloop.step import Champion, Edges, StepInput, StepOutcome, step
 from greenloop.steps import Batch, Verdict, concat
 from tasks.quoted import quoted_task
+from tasks.report import report_path
 from tasks.runtime import Runtime
 
 
@@ -153,7 +154,7 @@ def drift_report(rt: Runtime, work: Work) -> Work:
     if not wanted or work.out is None or not work.out.reference:
         return work
     with rt.meter.phase("drift") as reading:
-        path = rt.ws.state / "reports" / rt.model_name / f"drift-{work.batch.seq:05d}.html"
+        path = report_path(rt, work.batch.seq)
         reference = concat([b.frame for b in work.out.reference])
         work.report = write_report(reference, work.batch.frame, rt.schema, rt.cfg.drift, path)
     work.energy["drift"] = work.energy.get("drift", Reading()) + reading

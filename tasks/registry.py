@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
@@ -100,7 +101,7 @@ def _register(rt: Runtime, work: Work) -> dict[str, object]:
         quality_before=None if math.isnan(work.quality_before) else work.quality_before,
         quality_after=work.verdict.candidate_recent if work.verdict else None,
         drift_share=work.drift.share if work.drift else None, mlflow_run_id=run_id, error=None,
-        labelled_rows=labelled_rows(work.batch, rt.cfg))
+        labelled_rows=labelled_rows(work.batch, rt.cfg), reference_seqs=_reference_seqs(work))
     # One ledger transaction: the version, the champion (compare-and-swap against the
     # champion when training began) and `processed`. Then the MLflow alias follows.
     promoted = rt.ledger.complete_batch(rt.model_name, work.batch.digest, values,
@@ -112,6 +113,13 @@ def _register(rt: Runtime, work: Work) -> dict[str, object]:
         rt.models.setdefault(version, rt.model(version))
     return {"seq": work.batch.seq, "decision": tags["decision"], "version": version,
             "promoted": promoted, "run_id": run_id}
+
+
+def _reference_seqs(work: Work) -> str | None:
+    """The reference window's seqs, when drift was checked (`greenloop report` reads it)."""
+    if work.drift is None or work.out is None or not work.out.reference:
+        return None
+    return json.dumps([b.seq for b in work.out.reference])
 
 
 def _dataset(rt: Runtime, work: Work, accepted_path: str | None,

@@ -115,6 +115,10 @@ class Tracker:
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), ts, 0)
                                                for k, v in metrics.items() if _finite(v)])
 
+    def log_artifact(self, run_id: str, path: Path) -> None:
+        """A file added to a run after it finished (an on-demand drift report)."""
+        self.client.log_artifact(run_id, str(path))
+
     def start_parent(self, name: str, tags: dict[str, str]) -> str:
         """An open run that per-batch runs nest under (one per replay or served session)."""
         run = self.client.create_run(self.experiment_id, run_name=name,
