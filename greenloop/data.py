@@ -19,6 +19,7 @@ import pandas as pd
 
 from greenloop.columnar import read_parquet
 from greenloop.config import DataConfig
+from greenloop.csvfile import TruncatedCsv, read_csv
 
 READABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -52,40 +53,14 @@ def read_table(path: Path) -> pd.DataFrame:
     try:
         if kind == "parquet":
             return read_parquet(path)
-        _check_csv_complete(path)
-        return pd.read_csv(path, low_memory=False)
+        return read_csv(path)
+    except TruncatedCsv as e:
+        raise BatchRejected(f"{path.name}: {e}") from e
     except pd.errors.EmptyDataError as e:
         raise BatchRejected(f"{path.name}: empty file") from e
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise BatchRejected(f"{path.name}: unreadable {kind} ({first_line})") from e
-
-
-def _check_csv_complete(path: Path) -> None:
-    """A CSV cut mid-row (a copy interrupted, a writer that crashed) is rejected, not
-    read with NaN filling the missing fields: its last line must end with a newline or
-    carry as many fields as the header."""
-    import csv
-
-    with path.open("rb") as f:
-        head = f.readline()
-        f.seek(0, 2)
-        size = f.tell()
-        f.seek(max(0, size - 65536))
-        tail = f.read()
-    if not head.strip() or tail.endswith(b"\n"):
-        return
-    last = tail.rsplit(b"\n", 1)[-1]
-    if last == head.rstrip(b"\r\n") and size == len(head):
-        return  # a header-only file without a newline: rejected later as "no rows"
-    try:
-        n_head = len(next(csv.reader([head.decode("utf-8", "replace")])))
-        n_last = len(next(csv.reader([last.decode("utf-8", "replace")])))
-    except (csv.Error, StopIteration):
-        n_head, n_last = 1, 0
-    if n_last < n_head:
-        raise BatchRejected(f"{path.name}: truncated CSV (last line has {n_last} of "
-                            f"{n_head} fields and no line end)")
 
 
 def infer_schema(source: pd.DataFrame, cfg: DataConfig) -> Schema:

@@ -127,7 +127,14 @@ def ingest(path: Path, config: ConfigOpt, policy: PolicyOpt = None, home: HomeOp
            verbose: bool = False) -> None:
     """Process one arrived batch file (exits non-zero, with the reason, if rejected)."""
     _env(verbose)
+    if not verbose:
+        # A rejection is an answer, not a crash: said in one line below, without Prefect's
+        # task and flow tracebacks on the console (the API log handler still gets them).
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     _check_config(config)
+    # A relative PATH is the shell's: relative to the current folder, not to --home.
+    # (abspath, not resolve: a symbolic link must reach the ingest's check as one.)
+    path = Path(os.path.abspath(path))
     from greenloop.data import BatchRejected
     from greenloop.redact import redact
 

@@ -1,0 +1,81 @@
+"""CSV files as people export them: the separator read from the header line, a decimal
+comma where the separator is ';' (spreadsheets in most of Europe), and a file cut mid-row
+refused instead of read with its missing fields as NaN.
+
+Comma-separated files take pandas' default path unchanged: the sniffing reads only the
+first two lines, which the completeness check reads anyway.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+# Tried in this order when the header has no comma; a header with a comma is comma-separated.
+OTHER_SEPARATORS = (";", "\t", "|")
+# A field like 12,5 or -0,25: with ';' between fields, a comma inside a number is a decimal.
+_DECIMAL_COMMA = re.compile(r"(?:^|;)\s*\"?-?\d+,\d+\"?\s*(?=;|$)")
+
+
+class TruncatedCsv(ValueError):
+    """The last line has fewer fields than the header and no line end."""
+
+
+@dataclass(frozen=True)
+class Dialect:
+    sep: str = ","
+    decimal: str = "."
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    head, second, tail, size = _ends(path)
+    dialect = sniff(head, second)
+    _check_complete(head, tail, size, dialect.sep)
+    if dialect == Dialect():
+        return pd.read_csv(path, low_memory=False)
+    return pd.read_csv(path, low_memory=False, sep=dialect.sep, decimal=dialect.decimal)
+
+
+def sniff(head: bytes, second: bytes) -> Dialect:
+    """The separator from the header line; a decimal comma only for ';' files whose first
+    row writes a number with one."""
+    header = head.decode("utf-8", "replace")
+    if "," in header:
+        return Dialect()
+    sep = next((s for s in OTHER_SEPARATORS if s in header), ",")
+    if sep == ";" and _DECIMAL_COMMA.search(second.decode("utf-8", "replace").rstrip("\r\n")):
+        return Dialect(sep, ",")
+    return Dialect(sep)
+
+
+def _ends(path: Path) -> tuple[bytes, bytes, bytes, int]:
+    with path.open("rb") as f:
+        head = f.readline()
+        second = f.readline()
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(max(0, size - 65536))
+        tail = f.read()
+    return head, second, tail, size
+
+
+def _check_complete(head: bytes, tail: bytes, size: int, sep: str) -> None:
+    """A CSV cut mid-row (a copy interrupted, a writer that crashed): its last line must
+    end with a newline or carry as many fields as the header."""
+    if not head.strip() or tail.endswith(b"\n"):
+        return
+    last = tail.rsplit(b"\n", 1)[-1]
+    if last == head.rstrip(b"\r\n") and size == len(head):
+        return  # a header-only file without a newline: rejected later as "no rows"
+    try:
+        n_head = len(next(csv.reader([head.decode("utf-8", "replace")], delimiter=sep)))
+        n_last = len(next(csv.reader([last.decode("utf-8", "replace")], delimiter=sep)))
+    except (csv.Error, StopIteration):
+        n_head, n_last = 1, 0
+    if n_last < n_head:
+        raise TruncatedCsv(f"truncated CSV (last line has {n_last} of {n_head} fields and "
+                           f"no line end)")

@@ -1,0 +1,59 @@
+"""CSV as spreadsheets export it: the separator from the header, a decimal comma in ';'
+files, and a file cut mid-row refused, whatever its separator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from greenloop.csvfile import Dialect, sniff
+from greenloop.data import BatchRejected, read_table
+
+FRAME = pd.DataFrame({"city": ["Lyon", "Nice", "Lyon"], "x": [1.5, -0.25, 3.0],
+                      "n": [1, 2, 3], "y": ["yes", "no", "yes"]})
+
+
+def _write(tmp_path: Path, text: str, name: str = "b.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("sep", [";", "\t", "|"])
+def test_other_separators_read_as_the_comma_file(tmp_path: Path, sep: str) -> None:
+    path = tmp_path / "b.csv"
+    FRAME.to_csv(path, index=False, sep=sep)
+    pd.testing.assert_frame_equal(read_table(path), FRAME)
+
+
+def test_semicolon_file_with_decimal_commas(tmp_path: Path) -> None:
+    text = "city;x;n;y\nLyon;1,5;1;yes\nNice;-0,25;2;no\nLyon;3,0;3;yes\n"
+    got = read_table(_write(tmp_path, text))
+    pd.testing.assert_frame_equal(got, FRAME)
+    assert got["x"].dtype == np.float64
+
+
+def test_comma_file_is_read_as_before(tmp_path: Path) -> None:
+    # a ';' inside a text field of a comma file changes nothing
+    frame = FRAME.assign(city=["Lyon;Rhône", "Nice", "Lyon"])
+    path = tmp_path / "b.csv"
+    frame.to_csv(path, index=False)
+    pd.testing.assert_frame_equal(read_table(path), frame)
+
+
+def test_sniff_reads_only_what_it_must() -> None:
+    assert sniff(b"a,b\n", b"1;2\n") == Dialect()
+    assert sniff(b"a;b\n", b"1.5;2\n") == Dialect(";")
+    assert sniff(b"a;b\n", b"1,5;2\n") == Dialect(";", ",")
+    assert sniff(b"a;b\n", b"\"Paris, FR\";2\n") == Dialect(";")  # text with a comma
+    assert sniff(b"a\tb\n", b"1,5\t2\n") == Dialect("\t")  # decimal commas only with ';'
+    assert sniff(b"y\n", b"1\n") == Dialect()
+
+
+def test_truncated_semicolon_file_is_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path, "city;x;n;y\nLyon;1,5;1;yes\nNice;-0,2")
+    with pytest.raises(BatchRejected, match="truncated CSV .last line has 2 of 4 fields"):
+        read_table(path)
