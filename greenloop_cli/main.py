@@ -132,9 +132,11 @@ def ingest(path: Path, config: ConfigOpt, policy: PolicyOpt = None, home: HomeOp
         # task and flow tracebacks on the console (the API log handler still gets them).
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     _check_config(config)
-    # A relative PATH is the shell's: relative to the current folder, not to --home.
-    # (abspath, not resolve: a symbolic link must reach the ingest's check as one.)
-    path = Path(os.path.abspath(path))
+    # A relative PATH is the shell's, relative to the current folder; one that names no
+    # file there is taken relative to the home, as before. (abspath, not resolve: a
+    # symbolic link must reach the ingest's check as one.)
+    if not path.is_absolute() and path.exists():
+        path = Path(os.path.abspath(path))
     from greenloop.data import BatchRejected
     from greenloop.redact import redact
 

@@ -184,6 +184,15 @@ def test_symlink_in_landing(served: Project) -> None:
     assert (served.home / "data" / "sources" / NAME / "source.csv").is_file()
 
 
+def test_a_relative_path_is_read_from_the_shell_folder(served: Project,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`greenloop ingest landing/x.csv --home H`, typed in H's parent: the file is found."""
+    dropped = served.drop(served.batch(91), "relative.csv")
+    monkeypatch.chdir(served.home.parent)
+    code, out = served.cli("ingest", str(dropped.relative_to(served.home.parent)))
+    assert code == 0 and "batch" in out and "error" not in out, out
+
+
 def test_service_keeps_running_after_bad_input(served: Project) -> None:
     """After every rejection above, the next good batch is processed normally."""
     before = len(served.ledger().batches(MODEL, ("processed",)))
