@@ -58,8 +58,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def make_home(config: Path, root: Path) -> tuple[Path, Path]:
-    """A fresh project home with the config's source data; returns (home, config)."""
+def make_home(config: Path, root: Path, policy: str | None = None) -> tuple[Path, Path]:
+    """A fresh project home with the config's source data (and `policy` served, if
+    given); returns (home, config)."""
     cfg = yaml.safe_load(config.read_text())
     home = Path(tempfile.mkdtemp(prefix="greenloop-served-", dir=root))
     base = config.parent.parent  # the folder holding configs/ and data/ (the repo's own)
@@ -68,6 +69,8 @@ def make_home(config: Path, root: Path) -> tuple[Path, Path]:
     shutil.copytree(source.parent, home / source.parent.relative_to(base), dirs_exist_ok=True)
     (home / "configs").mkdir()
     shutil.copy(config, home / "configs" / config.name)
+    if policy:
+        set_policy(home / "configs" / config.name, policy)
     return home, home / "configs" / config.name
 
 
@@ -86,8 +89,8 @@ def ledger_rows(home: Path, model: str) -> dict[int, dict[str, Any]]:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     conn.row_factory = sqlite3.Row
     try:
-        rows = conn.execute("SELECT seq, hash, status, decision, updated_at FROM batches "
-                            "WHERE model=?", (model,)).fetchall()
+        rows = conn.execute("SELECT seq, hash, status, decision, updated_at, quality_before, "
+                            "labelled_rows FROM batches WHERE model=?", (model,)).fetchall()
     except sqlite3.OperationalError:  # not created yet
         return {}
     finally:
@@ -149,8 +152,9 @@ def wait_health(url: str, proc: subprocess.Popen, timeout_s: float = 180) -> Non
     raise TimeoutError(url)
 
 
-def served(config: Path, n: int, idle_s: float, workdir: Path, log: Path) -> dict[str, Any]:
-    home, cfg_path = make_home(config, workdir)
+def served(config: Path, n: int, idle_s: float, workdir: Path, log: Path,
+           policy: str | None = None) -> dict[str, Any]:
+    home, cfg_path = make_home(config, workdir, policy)
     cfg = yaml.safe_load(cfg_path.read_text())
     name, boot = cfg["name"], cfg["data"].get("bootstrap_batches", 4)
     model = f"{name}-{cfg.get('policy', {}).get('name', 'gated')}"
@@ -190,6 +194,8 @@ def served(config: Path, n: int, idle_s: float, workdir: Path, log: Path) -> dic
             window = time.time() - t_drop
             cpu = tree_cpu(root) - c0
             arrivals.append({"seq": seq, "decision": row["decision"],
+                             "quality_before": row["quality_before"],
+                             "labelled_rows": row["labelled_rows"],
                              "latency_s": row["updated_at"] - t_drop,
                              "cpu_seconds_raw": cpu,
                              "cpu_seconds": cpu - idle_rate * window,
@@ -211,18 +217,18 @@ def served(config: Path, n: int, idle_s: float, workdir: Path, log: Path) -> dic
             "status": status.stdout[-3000:]}
 
 
-def replayed(config: Path, n: int, workdir: Path) -> dict[str, Any]:
+def replayed(config: Path, n: int, workdir: Path, policy: str | None = None) -> dict[str, Any]:
     """`greenloop run` over the bootstrap, then resumed over the same N batches: the
     resumed run's whole-run CPU-s (its own meter) per batch, as compare counts them."""
-    home, cfg_path = make_home(config, workdir)
+    home, cfg_path = make_home(config, workdir, policy)
     cfg = yaml.safe_load(cfg_path.read_text())
     boot = cfg["data"].get("bootstrap_batches", 4)
     env = {**os.environ, **QUIET}
     subprocess.run(greenloop("run", "--config", str(cfg_path), "--home", str(home),
                              "--max-batches", str(boot)), check=True, env=env,
                    capture_output=True)
-    policy = cfg.get("policy", {}).get("name", "gated")
-    summary_path = home / "reports" / f"{cfg['name']}-{policy}" / "summary.json"
+    name = cfg.get("policy", {}).get("name", "gated")
+    summary_path = home / "reports" / f"{cfg['name']}-{name}" / "summary.json"
     before = json.loads(summary_path.read_text())
     t0 = time.perf_counter()
     subprocess.run(greenloop("run", "--config", str(cfg_path), "--home", str(home),
@@ -237,15 +243,48 @@ def replayed(config: Path, n: int, workdir: Path) -> dict[str, Any]:
             "decisions": after["decisions"]}
 
 
-def synthetic_config(folder: Path, shape: str, batches: int, policy: str | None) -> Path:
+def synthetic_config(folder: Path, shape: str, batches: int) -> Path:
     """The seeded SEA-like stream of `shape` in `folder`, beside its data-only config."""
     from skip_cost import synthetic_home
 
     folder.mkdir(parents=True)
-    config = Path(synthetic_home(folder, shape, batches + 1, seed=0))
-    if policy:
-        config.write_text(config.read_text() + f"policy:\n  name: {policy}\n")
-    return config
+    return Path(synthetic_home(folder, shape, batches + 1, seed=0))
+
+
+def set_policy(config: Path, policy: str) -> None:
+    """Rewrite the home's copy of the config to serve `policy`: a policy name, or a
+    periodic variant as `compare` names them (`periodic-e8-w16`: a full retrain every 8
+    batches on the last 16)."""
+    from greenloop.policy import parse_variant
+
+    cfg = yaml.safe_load(config.read_text())
+    section = dict(cfg.get("policy") or {})
+    if policy.startswith("periodic-"):
+        every, window = parse_variant(policy)
+        section.update(name="periodic", periodic_every=every, periodic_window_batches=window)
+    else:
+        section["name"] = policy
+    cfg["policy"] = section
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def reported(arrivals: list[dict[str, Any]], from_batch: int) -> dict[str, Any]:
+    """Totals over the arrivals with seq >= from_batch (compare's --from-batch): CPU-s of
+    the whole tree, the ledger's kWh, decisions and prequential quality (row-weighted over
+    labelled rows, as compare scores it)."""
+    part = [a for a in arrivals if a["seq"] >= from_batch]
+    scored = [a for a in part if a["quality_before"] is not None and a["labelled_rows"]]
+    rows = sum(a["labelled_rows"] for a in scored)
+    decisions: dict[str, int] = {}
+    for a in part:
+        decisions[a["decision"]] = decisions.get(a["decision"], 0) + 1
+    return {"from_batch": from_batch, "batches": len(part),
+            "cpu_seconds": sum(a["cpu_seconds"] for a in part),
+            "ledger_cpu_seconds": sum(a["ledger_cpu_seconds"] for a in part),
+            "ledger_energy_kwh": sum(a["ledger_energy_kwh"] for a in part),
+            "decisions": decisions,
+            "quality": sum(a["quality_before"] * a["labelled_rows"] for a in scored) / rows
+            if rows else None}
 
 
 def pct(values: list[float], q: float) -> float:
@@ -262,20 +301,24 @@ def main() -> None:
     ap.add_argument("--synthetic", default=None, metavar="ROWSxFEATURES",
                     help="a seeded SEA-like stream of this shape (benchmarks/skip_cost.py) "
                          "with a data-only config, instead of --config")
-    ap.add_argument("--policy", default=None, help="with --synthetic: e.g. `never`, so "
-                    "that every timed arrival is a skip")
+    ap.add_argument("--policy", default=None, help="the policy served (default: the "
+                    "config's): e.g. `never` (every timed arrival a skip) or a periodic "
+                    "variant, `periodic-e8-w16`")
+    ap.add_argument("--from-batch", type=int, default=None, metavar="K",
+                    help="also total the arrivals from batch K on (compare's --from-batch)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="greenloop-bench-"))
     if args.synthetic:
-        args.config = synthetic_config(work / "synthetic", args.synthetic, args.batches,
-                                       args.policy)
+        args.config = synthetic_config(work / "synthetic", args.synthetic, args.batches)
     load0 = os.getloadavg()
-    s = served(args.config.resolve(), args.batches, args.idle_seconds, work, work / "serve.log")
-    r = replayed(args.config.resolve(), args.batches, work)
+    s = served(args.config.resolve(), args.batches, args.idle_seconds, work, work / "serve.log",
+               args.policy)
+    r = replayed(args.config.resolve(), args.batches, work, args.policy)
     cpu = [a["cpu_seconds"] for a in s["arrivals"]]
     lat = [a["latency_s"] for a in s["arrivals"]]
     result = {
-        "config": str(args.config), "batches": args.batches, "load_average_before": load0,
+        "config": str(args.config), "policy": args.policy, "batches": args.batches,
+        "load_average_before": load0,
         "load_average_after": os.getloadavg(),
         "served": s, "replay": r,
         "served_cpu_seconds_per_batch_median": statistics.median(cpu),
@@ -286,6 +329,8 @@ def main() -> None:
         "latency_p50_s": statistics.median(lat), "latency_p95_s": pct(lat, 0.95),
         "idle_share_of_core": s["idle_share_of_core"],
     }
+    if args.from_batch is not None:
+        result["reported"] = reported(s["arrivals"], args.from_batch)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     keys = ("served_cpu_seconds_per_batch_median", "served_cpu_seconds_per_batch_mean",
@@ -293,8 +338,8 @@ def main() -> None:
             "latency_p95_s", "idle_share_of_core")
     print(json.dumps({k: result[k] for k in keys} | {
         "replay_cpu_seconds_per_batch": r["cpu_seconds_per_batch"],
-        "load_average_before": load0, "load_average_after": result["load_average_after"]},
-        indent=2))
+        "load_average_before": load0, "load_average_after": result["load_average_after"]}
+        | ({"reported": result["reported"]} if "reported" in result else {}), indent=2))
     print(f"written: {args.out}; serve log: {work / 'serve.log'}")
 
 
