@@ -306,6 +306,8 @@ def main() -> None:
                     "variant, `periodic-e8-w16`")
     ap.add_argument("--from-batch", type=int, default=None, metavar="K",
                     help="also total the arrivals from batch K on (compare's --from-batch)")
+    ap.add_argument("--no-replay", action="store_true",
+                    help="serve only: skip the in-process replay of the same batches")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="greenloop-bench-"))
     if args.synthetic:
@@ -313,7 +315,8 @@ def main() -> None:
     load0 = os.getloadavg()
     s = served(args.config.resolve(), args.batches, args.idle_seconds, work, work / "serve.log",
                args.policy)
-    r = replayed(args.config.resolve(), args.batches, work, args.policy)
+    r = None if args.no_replay else replayed(args.config.resolve(), args.batches, work,
+                                             args.policy)
     cpu = [a["cpu_seconds"] for a in s["arrivals"]]
     lat = [a["latency_s"] for a in s["arrivals"]]
     result = {
@@ -325,7 +328,8 @@ def main() -> None:
         "served_cpu_seconds_per_batch_mean": statistics.fmean(cpu),
         "ledger_cpu_seconds_per_batch_mean": statistics.fmean(
             a["ledger_cpu_seconds"] for a in s["arrivals"]),
-        "served_over_replay_cpu": statistics.fmean(cpu) / r["cpu_seconds_per_batch"],
+        "served_over_replay_cpu": statistics.fmean(cpu) / r["cpu_seconds_per_batch"]
+        if r else None,
         "latency_p50_s": statistics.median(lat), "latency_p95_s": pct(lat, 0.95),
         "idle_share_of_core": s["idle_share_of_core"],
     }
@@ -337,7 +341,7 @@ def main() -> None:
             "ledger_cpu_seconds_per_batch_mean", "served_over_replay_cpu", "latency_p50_s",
             "latency_p95_s", "idle_share_of_core")
     print(json.dumps({k: result[k] for k in keys} | {
-        "replay_cpu_seconds_per_batch": r["cpu_seconds_per_batch"],
+        "replay_cpu_seconds_per_batch": r["cpu_seconds_per_batch"] if r else None,
         "load_average_before": load0, "load_average_after": result["load_average_after"]}
         | ({"reported": result["reported"]} if "reported" in result else {}), indent=2))
     print(f"written: {args.out}; serve log: {work / 'serve.log'}")
