@@ -51,12 +51,16 @@ def _metrics(rt: Runtime, work: Work) -> dict[str, float]:
 def _tags(rt: Runtime, work: Work, row_md5: str | None) -> dict[str, str]:
     d = work.decision
     assert d is not None
-    return {"batch_hash": work.batch.digest, "batch_seq": str(work.batch.seq),
+    tags = {"batch_hash": work.batch.digest, "batch_seq": str(work.batch.seq),
             "dvc_md5": row_md5 or "", "decision": d.action, "reason": d.reason,
             "policy": rt.policy_name, "model": rt.model_name,
             "champion_version": str(work.champion_version or ""),
             "drifted_columns": ",".join(work.drift.drifted) if work.drift else "",
             "energy_method": rt.meter.method()}
+    if work.report is None and _reference_seqs(work):  # how to see it, in the run itself
+        tags["drift_report"] = (f"greenloop report --config {rt.config_path} "
+                                f"--seq {work.batch.seq}")
+    return tags
 
 
 @quoted_task("register")

@@ -39,6 +39,8 @@ def test_no_html_in_the_pipeline_then_a_report_on_demand(prefect_harness, home: 
         assert 1 <= len(seqs) <= 2 and all(s < r["seq"] for s in seqs)
 
     target = next(r for r in checked if r["decision"] == "retrain")
+    tag = client.get_run(target["mlflow_run_id"]).data.tags["drift_report"]
+    assert tag == f"greenloop report --config {config} --seq {target['seq']}"
     drift_cpu_before = _drift_cpu(ledger, target["hash"])
     path = render_batch_report(get_runtime(str(config), None, str(home)), target["seq"])
     assert path.name == f"drift-{target['seq']:05d}.html"
