@@ -12,10 +12,12 @@ from greenloop_cli.main import ConfigOpt, HomeOpt, PolicyOpt, _check_config, _en
 
 @app.command()
 def report(config: ConfigOpt,
-           seq: Annotated[int, typer.Option("--seq", min=1, help="the batch's seq (status)")],
+           seq: Annotated[int | None, typer.Option(
+               "--seq", min=1, help="the batch's seq (status); default: the last checked")] = None,
            policy: PolicyOpt = None, home: HomeOpt = None) -> None:
-    """Render batch SEQ's Evidently drift report against the reference it was judged by;
-    the HTML is written under state/reports/ and added to the batch's MLflow run."""
+    """Render batch SEQ's (default: the last checked batch's) Evidently drift report
+    against the reference it was judged by; the HTML is written under state/reports/ and
+    added to the batch's MLflow run."""
     _env()
     _check_config(config)
     from tasks.report import ReportUnavailable, render_batch_report

@@ -29,9 +29,20 @@ def report_path(rt: Runtime, seq: int) -> Path:
     return rt.ws.state / "reports" / rt.model_name / f"drift-{seq:05d}.html"
 
 
-def render_batch_report(rt: Runtime, seq: int) -> Path:
-    """Render batch `seq`'s drift report against its recorded reference window."""
-    row = _row(rt, seq)
+def latest_checked(rt: Runtime) -> int:
+    """The seq of the last batch whose drift was checked."""
+    rows = rt.ledger.query("SELECT MAX(seq) AS seq FROM batches WHERE model=? AND "
+                           "reference_seqs IS NOT NULL", (rt.model_name,))
+    if not rows or rows[0]["seq"] is None:
+        raise ReportUnavailable(f"no batch of {rt.model_name} has a drift check on record yet")
+    return int(rows[0]["seq"])
+
+
+def render_batch_report(rt: Runtime, seq: int | None = None) -> Path:
+    """Render batch `seq`'s (default: the last checked batch's) drift report against its
+    recorded reference window."""
+    row = _row(rt, latest_checked(rt) if seq is None else seq)
+    seq = int(row["seq"])
     if not row.get("reference_seqs"):
         raise ReportUnavailable(
             f"batch {seq} of {rt.model_name} has no drift check on record (a bootstrap "

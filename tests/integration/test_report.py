@@ -51,17 +51,21 @@ def test_no_html_in_the_pipeline_then_a_report_on_demand(prefect_harness, home: 
 
     with pytest.raises(ReportUnavailable, match="no drift check on record"):
         render_batch_report(get_runtime(str(config), None, str(home)), 1)
+    latest = render_batch_report(get_runtime(str(config), None, str(home)))  # no seq
+    assert latest.name == f"drift-{checked[-1]['seq']:05d}.html" and latest.is_file()
 
 
 def test_report_command_names_what_is_missing(prefect_harness, home: Path) -> None:
     config = write_project(home, drifting_stream(), overrides={"drift": {"report": "never"}})
-    call_flow(replay, str(config), None, 3, False, str(home))
+    call_flow(replay, str(config), None, 2, False, str(home))  # bootstrap only
     from greenloop_cli.main import app
 
     logging.getLogger("dvc").handlers.clear()  # see tests/reliability/conftest.py `cli`
-    for seq, reason in ((1, "no drift check on record"), (99, "has no batch 99")):
+    for seq, reason in ((1, "no drift check on record"), (99, "has no batch 99"),
+                        (None, "no batch of synth-gated has a drift check on record")):
+        args = [] if seq is None else ["--seq", str(seq)]
         result = CliRunner().invoke(app, ["report", "--config", str(config), "--home",
-                                          str(home), "--seq", str(seq)])
+                                          str(home), *args])
         assert result.exit_code == 2 and reason in result.output, result.output
 
 
