@@ -9,6 +9,14 @@ process, or `greenloop worker` processes on other machines — receives it over 
 websocket and runs it in a thread of its long-lived process, where `tasks.runtime`
 keeps everything warm. Each arrival is one task run, with its logs, in the Prefect UI.
 
+When `serve` processes its arrivals itself (the default), the task worker is not needed to
+carry them across processes: `start_local` runs `arrival` as a direct task call in one
+long-lived thread instead. That is still one task run per arrival, with its logs, but
+created client-side with its states sent as events, like a task in a flow: none of the
+background task's API round trips, parameter and result files, websocket push, or the
+serialising and rebuilding of Prefect's settings for each run (tasks.service meters it).
+`greenloop serve --no-worker` keeps `delay` for `greenloop worker` processes elsewhere.
+
 The four deployments (flows/deploy.py) stay: the schedules (scheduled update, full
 retrain), manual runs from the UI, and event-triggered runs for arrivals reported by
 `greenloop watch` beside a work pool. Those start cold by nature (a process per run).
@@ -17,6 +25,7 @@ retrain), manual runs from the UI, and event-triggered runs for arrivals reporte
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
+from prefect.cache_policies import NONE
 
 from flows.confine import confine
 from flows.deploy import describe, update_with_slot
@@ -100,12 +110,20 @@ def record_service_share(rt: Runtime, digest: str | None, since_id: int, window:
             "wall_seconds.whole": window.wall_seconds})
 
 
+Arrival = tuple[str, str, str | None, str | None, str]  # arrival()'s arguments
+_LOCAL: queue.Queue[Arrival] | None = None  # set by start_local: arrivals run here
+
+
 def submit(path: Path, config: str, policy: str | None, home: str | None) -> None:
-    """Hand one complete landing file to the task worker(s); with the service meter in
-    this process, the arrival's window opens here, before the hand-over."""
+    """Hand one complete landing file over: to this process's arrival thread (start_local)
+    or else to the task worker(s); with the service meter in this process, the arrival's
+    window opens here, before the hand-over."""
     key = uuid.uuid4().hex
     metered = _METER is not None and _METER.begin(key)
     try:
+        if _LOCAL is not None:
+            _LOCAL.put((str(path), config, policy, home, key))
+            return
         with _delay_client():
             arrival.delay(str(path), config, policy, home, key)
     except BaseException:
@@ -176,4 +194,29 @@ def start_worker(limit: int = 1, on_error: Callable[[BaseException], None] = pri
 
     thread = threading.Thread(target=run, name="greenloop-task-worker", daemon=True)
     thread.start()
+    return thread
+
+
+def start_local(on_error: Callable[[BaseException], None] = print) -> threading.Thread:
+    """Arrivals submitted in this process run here, one at a time, in a daemon thread that
+    calls the `arrival` task directly (a task run of its own each, outside any flow). A
+    failed arrival is its task run's Failed state and a line from `on_error`; the thread
+    goes on with the next one."""
+    global _LOCAL
+    # Nothing to cache or persist: the arrival's effects are in the ledger, DVC and MLflow.
+    direct = arrival.with_options(cache_policy=NONE, persist_result=False)
+    arrivals: queue.Queue[Arrival] = queue.Queue()
+
+    def run() -> None:
+        with warm_client():  # one Prefect client for every arrival's task run
+            while True:
+                args = arrivals.get()
+                try:
+                    direct(*args)
+                except BaseException as e:  # noqa: BLE001 - reported, the service keeps serving
+                    on_error(e)
+
+    thread = threading.Thread(target=run, name="greenloop-arrivals", daemon=True)
+    thread.start()
+    _LOCAL = arrivals
     return thread

@@ -29,10 +29,10 @@ PollOpt = Annotated[float, typer.Option(help="seconds between two polls of data/
 
 def _service_env() -> None:
     _env(verbose=True)  # flow-run and task-run logs should reach the Prefect UI
-    # Arrivals run warm in the task worker; the runner's polling only starts cron and
+    # Arrivals run warm in serve's own thread; the runner's polling only starts cron and
     # manual deployment runs, so it need not wake every few seconds (idle cost).
     os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "30")
-    # The task worker's own bookkeeping logs outside any run: not for the UI.
+    # Prefect's own bookkeeping logs outside any run (a task worker's): not for the UI.
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 
@@ -71,7 +71,7 @@ def serve(config: ConfigsOpt, policy: PolicyOpt = None, home: HomeOpt = None,
           limit: Annotated[int, typer.Option(help="max concurrent deployment flow runs")] = 4,
           ui: Annotated[bool, typer.Option(help="also start the MLflow UI")] = False,
           ui_port: Annotated[int, typer.Option(help="MLflow UI port")] = 5000) -> None:
-    """Serve the deployments, process arrivals warm (a Prefect task worker) and watch."""
+    """Serve the deployments, process arrivals warm (one task run each) and watch."""
     _service_env()
     datasets = _datasets(config)
     ws = Workspace.from_env(home)
@@ -113,11 +113,11 @@ def serve(config: ConfigsOpt, policy: PolicyOpt = None, home: HomeOpt = None,
 def _serve_warm(configs: list[str], datasets: list[str], policy: str | None, ws: Workspace,
                 server: object, watch: bool, worker: bool, poll_seconds: float,
                 limit: int) -> None:
-    """Deployments on the runner (main thread), arrivals on a task worker (a thread), the
+    """Deployments on the runner (main thread), arrivals in a thread of their own, the
     landing watcher (a thread) and the service meter, until interrupted."""
     from flows.confine import SERVED_HOME_ENV
     from flows.deploy import limit_name, prepared_deployments, release_lost_slots
-    from flows.warm import start_worker, submit, use_meter
+    from flows.warm import start_local, submit, use_meter
     from tasks.events import watch_landing
     from tasks.landing import unaccounted
     from tasks.runtime import get_runtime
@@ -148,10 +148,9 @@ def _serve_warm(configs: list[str], datasets: list[str], policy: str | None, ws:
         for rt in runtimes.values():
             session_run(rt, meter)
         use_meter(meter)
-        start_worker(limit=1, on_error=lambda e: typer.echo(f"task worker stopped: {e}",
-                                                            err=True))
-        typer.echo("arrivals are processed here, warm (Prefect task worker; task runs "
-                   "`arrival` in the UI)")
+        start_local(on_error=lambda e: typer.echo(f"arrival failed: {type(e).__name__}: {e}",
+                                                  err=True))
+        typer.echo("arrivals are processed here, warm (task runs `arrival` in the Prefect UI)")
 
     stop = threading.Event()
     if watch:

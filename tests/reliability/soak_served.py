@@ -321,7 +321,7 @@ def worker_idle(s: Soak) -> bool:
     log = s.serve_log.read_text(errors="replace").rsplit("\n=== start ", 1)[-1]
     if "watching " not in log:
         return False
-    started = log.count("Submitting task run 'arrival'")
+    started = sum("arrived: " in line for line in log.splitlines())  # handed over
     ended = sum("Task run 'arrival-" in line and "Finished in state" in line
                 for line in log.splitlines())
     return started <= ended and pending_batches(s.home) == 0
