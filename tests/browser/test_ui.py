@@ -210,7 +210,7 @@ def test_prefect_and_mlflow_uis_show_the_served_pipeline(tmp_path: Path) -> None
         wait_until(lambda: http_ok(f"{mlflow_ui}/health"), 120, "MLflow UI", procs=procs)
         timings["ui_ready_s"] = time.monotonic() - t0
 
-        # Four batches bootstrap the first model (arriving together: the task worker
+        # Four batches bootstrap the first model (arriving together: serve
         # takes one arrival at a time, in arrival order) ...
         for b in batches[:4]:
             drop(b, landing)

@@ -300,7 +300,7 @@ def drop_poison(s: Soak, a: Arrival, data: bytes) -> None:
     the driver holds the model's update lock (as a concurrent update would) meanwhile."""
     from greenloop.locks import model_lock
 
-    # The task worker runs one arrival at a time: holding the lock while an earlier
+    # serve runs one arrival at a time: holding the lock while an earlier
     # arrival's update waits for it would stall both, so wait until serve is idle.
     s.wait(lambda: worker_idle(s), ARRIVAL_TIMEOUT_S)
     with model_lock(s.home / "state", MODEL, "update"):

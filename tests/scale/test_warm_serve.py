@@ -1,7 +1,8 @@
 """`greenloop serve`, warm: arrivals are Prefect task runs in serve's own long-lived process
-(a task worker), not a new process per flow run, and every arrival's whole window is on
-the bill (its `service` phase), with the service's standing cost in the ledger, in MLflow
-(one run per served session, the batch runs nested under it) and in `greenloop status`."""
+(one thread, a task run per arrival), not a new process per flow run, and every
+arrival's whole window is on the bill (its `service` phase), with the service's standing
+cost in the ledger, in MLflow (one run per served session, the batch runs nested under
+it) and in `greenloop status`."""
 
 from __future__ import annotations
 
