@@ -76,27 +76,20 @@ def timed_skips(config: str, paths: list[str], home: str) -> tuple[list[float], 
 
 def timed_arrivals(config: str, paths: list[str], home: str) -> tuple[list[float], list[float]]:
     """What `greenloop serve` runs per dropped file: one `arrival` task run each, in
-    this warm process (the task worker's thread runs the same call; the websocket
-    hand-over and the Prefect server's share are metered by benchmarks/served.py)."""
+    this warm process (serve's arrival thread makes the same call; the hand-over and the
+    Prefect server's share are metered by benchmarks/served.py)."""
     import asyncio
 
-    from prefect.cache_policies import DEFAULT
-
     from flows.deploy import ensure_limit, limit_name
-    from flows.warm import arrival as plain_arrival
-    from flows.warm import warm_client
+    from flows.warm import local_arrival, warm_client
     from tasks.runtime import get_runtime
 
     # `greenloop serve` creates the model's update slot before it serves: each arrival
     # then acquires and releases it on the Prefect server (two requests), as timed here.
     asyncio.run(ensure_limit(limit_name(get_runtime(config, "never", home).model_name)))
-    with warm_client():  # as the task worker thread of `greenloop serve`
-        # The task object the worker runs: TaskWorker.__init__ turns on result
-        # persistence and the default cache policy of every task it serves.
-        arrival = plain_arrival.with_options(persist_result=True, cache_policy=DEFAULT)
-
+    with warm_client():  # as the arrival thread of `greenloop serve`
         def one(path: str) -> list[dict]:
-            return arrival(path, config, "never", home, uuid.uuid4().hex)["results"]
+            return local_arrival(path, config, "never", home, uuid.uuid4().hex)["results"]
 
         return _timed(one, paths)
 

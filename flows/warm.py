@@ -197,14 +197,17 @@ def start_worker(limit: int = 1, on_error: Callable[[BaseException], None] = pri
     return thread
 
 
+# The task `serve` calls for its own arrivals. Nothing to cache or persist: an arrival's
+# effects are in the ledger, DVC and MLflow (a task worker would persist its result).
+local_arrival = arrival.with_options(cache_policy=NONE, persist_result=False)
+
+
 def start_local(on_error: Callable[[BaseException], None] = print) -> threading.Thread:
     """Arrivals submitted in this process run here, one at a time, in a daemon thread that
     calls the `arrival` task directly (a task run of its own each, outside any flow). A
     failed arrival is its task run's Failed state and a line from `on_error`; the thread
     goes on with the next one."""
     global _LOCAL
-    # Nothing to cache or persist: the arrival's effects are in the ledger, DVC and MLflow.
-    direct = arrival.with_options(cache_policy=NONE, persist_result=False)
     arrivals: queue.Queue[Arrival] = queue.Queue()
 
     def run() -> None:
@@ -212,7 +215,7 @@ def start_local(on_error: Callable[[BaseException], None] = print) -> threading.
             while True:
                 args = arrivals.get()
                 try:
-                    direct(*args)
+                    local_arrival(*args)
                 except BaseException as e:  # noqa: BLE001 - reported, the service keeps serving
                     on_error(e)
 
