@@ -3,13 +3,22 @@ comma where the separator is ';' (spreadsheets in most of Europe), and a file cu
 refused instead of read with its missing fields as NaN.
 
 Comma-separated files take pandas' default path unchanged: the sniffing reads only the
-first two lines, which the completeness check reads anyway.
+first two lines, which the completeness check reads anyway. A compressed CSV (`.gz`,
+`.bz2`, `.xz`, or a `.zip` holding one file), as exports are often mailed or
+downloaded, is decompressed in memory first (a batch, not a whole dataset) and then read
+by the same rules.
 """
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
+import io
+import lzma
 import re
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +34,22 @@ class TruncatedCsv(ValueError):
     """The last line has fewer fields than the header and no line end."""
 
 
+class UnreadableArchive(ValueError):
+    """A compressed file that does not decompress to one CSV."""
+
+
+def _unzip(raw: bytes) -> bytes:
+    with zipfile.ZipFile(io.BytesIO(raw)) as z:
+        names = [n for n in z.namelist() if not n.endswith("/")]
+        if len(names) != 1:
+            raise UnreadableArchive(f"the zip archive holds {len(names)} files, not one CSV")
+        return z.read(names[0])
+
+
+DECOMPRESS: dict[str, Callable[[bytes], bytes]] = {
+    ".gz": gzip.decompress, ".bz2": bz2.decompress, ".xz": lzma.decompress, ".zip": _unzip}
+
+
 @dataclass(frozen=True)
 class Dialect:
     sep: str = ","
@@ -32,12 +57,29 @@ class Dialect:
 
 
 def read_csv(path: Path) -> pd.DataFrame:
-    head, second, tail, size = _ends(path)
+    decompress = DECOMPRESS.get(path.suffix.lower())
+    if decompress is None:
+        head, second, tail, size = _ends(path)
+        source: Path | io.BytesIO = path
+    else:
+        data = _decompressed(path, decompress)
+        head, second = (data.splitlines(keepends=True) + [b"", b""])[:2]
+        tail, size, source = data[-65536:], len(data), io.BytesIO(data)
     dialect = sniff(head, second)
     _check_complete(head, tail, size, dialect.sep)
     if dialect == Dialect():
-        return pd.read_csv(path, low_memory=False)
-    return pd.read_csv(path, low_memory=False, sep=dialect.sep, decimal=dialect.decimal)
+        return pd.read_csv(source, low_memory=False)
+    return pd.read_csv(source, low_memory=False, sep=dialect.sep, decimal=dialect.decimal)
+
+
+def _decompressed(path: Path, decompress: Callable[[bytes], bytes]) -> bytes:
+    try:
+        return decompress(path.read_bytes())
+    except UnreadableArchive:
+        raise
+    except (OSError, EOFError, lzma.LZMAError, zipfile.BadZipFile) as e:
+        # A cut or corrupt archive: name it, not the codec's internals.
+        raise UnreadableArchive(f"not a readable {path.suffix} archive ({e})") from e
 
 
 def sniff(head: bytes, second: bytes) -> Dialect:

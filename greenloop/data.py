@@ -19,9 +19,22 @@ import pandas as pd
 
 from greenloop.columnar import read_parquet
 from greenloop.config import DataConfig
-from greenloop.csvfile import TruncatedCsv, read_csv
+from greenloop.csvfile import TruncatedCsv, UnreadableArchive, read_csv
 
-READABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+# What ingest reads, by the end of the file name. Text tables (the separator is sniffed,
+# greenloop/csvfile.py), compressed or not, and Parquet.
+_TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zip")
+READABLE_SUFFIXES = {**{s: "csv" for s in _TEXT_SUFFIXES},
+                     **{t + c: "csv" for t in _TEXT_SUFFIXES for c in _COMPRESSED},
+                     ".parquet": "parquet", ".pq": "parquet"}
+
+
+def table_kind(path: Path) -> str | None:
+    """"csv" or "parquet" by the file name's end (`b.csv.gz` is a CSV); None if neither."""
+    name = path.name.lower()
+    return next((kind for suffix, kind in READABLE_SUFFIXES.items() if name.endswith(suffix)),
+                None)
 
 
 class BatchRejected(ValueError):
@@ -47,14 +60,15 @@ class Schema:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    kind = READABLE_SUFFIXES.get(path.suffix.lower())
+    kind = table_kind(path)
     if kind is None:
-        raise BatchRejected(f"{path.name}: not a CSV or Parquet file (suffix {path.suffix!r})")
+        raise BatchRejected(f"{path.name}: not a CSV or Parquet file (suffix {path.suffix!r}; "
+                            f"read: {', '.join(READABLE_SUFFIXES)})")
     try:
         if kind == "parquet":
             return read_parquet(path)
         return read_csv(path)
-    except TruncatedCsv as e:
+    except (TruncatedCsv, UnreadableArchive) as e:
         raise BatchRejected(f"{path.name}: {e}") from e
     except pd.errors.EmptyDataError as e:
         raise BatchRejected(f"{path.name}: empty file") from e

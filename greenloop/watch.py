@@ -4,8 +4,10 @@ A file in data/landing/<dataset>/ is reported once it is *complete*:
 
 - its name is not a temporary one: hidden (`.name`), or ending in `.tmp`, `.part`,
   `.partial`, `.crdownload`, `.inprogress` — writers that write to such a name and
-  `rename` when done (the atomic way) are picked up at the rename;
-- its suffix is one ingest reads (.csv, .parquet, .pq);
+  `rename` when done (the atomic way) are picked up at the rename. Whatever its suffix:
+  ingest reads CSV (plain, `.tsv`, `.txt`, or compressed: `.csv.gz`...) and Parquet, and
+  refuses anything else with the reason (quarantine), so a file dropped in the wrong
+  format is never silently ignored;
 - its size and modification time were the same in two consecutive polls, and it is
   not empty — a writer still appending changes one of them between polls.
 
@@ -20,18 +22,15 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from greenloop.data import READABLE_SUFFIXES
-
 TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".inprogress")
 
 Signature = tuple[int, int]  # (size_bytes, mtime_ns)
 
 
 def is_candidate(path: Path) -> bool:
+    """Not hidden and not a temporary name: a file meant for ingest, readable or not."""
     name = path.name
-    if name.startswith(".") or name.lower().endswith(TEMP_SUFFIXES):
-        return False
-    return path.suffix.lower() in READABLE_SUFFIXES
+    return not (name.startswith(".") or name.lower().endswith(TEMP_SUFFIXES))
 
 
 @dataclass

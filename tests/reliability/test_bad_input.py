@@ -141,6 +141,17 @@ def test_neither_csv_nor_parquet(served: Project) -> None:
     reject(served, str(path), "not a CSV or Parquet file")
 
 
+def test_a_gzipped_csv_is_accepted(served: Project) -> None:
+    """Exports are often compressed: `.csv.gz` (or .bz2, .xz, a one-file .zip) is read."""
+    served.landing.mkdir(parents=True, exist_ok=True)
+    path = served.landing / "batch-62.csv.gz"
+    served.batch(62).to_csv(path, index=False)  # gzip, inferred from the name
+    before = len(served.ledger().batches(MODEL))
+    code, out = served.cli("ingest", str(path))
+    assert code == 0, out
+    assert len(served.ledger().batches(MODEL)) == before + 1
+
+
 def test_truncated_parquet(served: Project) -> None:
     path = served.drop(served.batch(60), "cut.parquet")
     data = path.read_bytes()

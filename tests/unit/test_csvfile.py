@@ -3,6 +3,8 @@ files, and a file cut mid-row refused, whatever its separator."""
 
 from __future__ import annotations
 
+import gzip
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -57,3 +59,34 @@ def test_truncated_semicolon_file_is_refused(tmp_path: Path) -> None:
     path = _write(tmp_path, "city;x;n;y\nLyon;1,5;1;yes\nNice;-0,2")
     with pytest.raises(BatchRejected, match="truncated CSV .last line has 2 of 4 fields"):
         read_table(path)
+
+
+@pytest.mark.parametrize("name", ["b.csv.gz", "b.csv.bz2", "b.csv.xz", "b.csv.zip", "b.tsv",
+                                  "b.txt"])
+def test_compressed_and_tab_files_read_as_the_comma_file(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    sep = "\t" if name.endswith((".tsv", ".txt")) else ","
+    if name.endswith(".zip"):  # pandas names the member after the archive
+        FRAME.to_csv(path, index=False, compression={"method": "zip", "archive_name": "b.csv"})
+    else:
+        FRAME.to_csv(path, index=False, sep=sep)  # compression inferred from the name
+    pd.testing.assert_frame_equal(read_table(path), FRAME)
+
+
+def test_broken_archives_are_refused_with_the_reason(tmp_path: Path) -> None:
+    whole = tmp_path / "whole.csv.gz"
+    FRAME.to_csv(whole, index=False)
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(whole.read_bytes()[:-12])  # a download interrupted
+    with pytest.raises(BatchRejected, match=r"cut.csv.gz: not a readable .gz archive"):
+        read_table(cut)
+    two = tmp_path / "two.csv.zip"
+    with zipfile.ZipFile(two, "w") as z:
+        z.writestr("a.csv", "x,y\n1,2\n")
+        z.writestr("b.csv", "x,y\n3,4\n")
+    with pytest.raises(BatchRejected, match="holds 2 files, not one CSV"):
+        read_table(two)
+    gz_cut_mid_row = tmp_path / "row.csv.gz"
+    gz_cut_mid_row.write_bytes(gzip.compress(b"x,y,z\n1,2,3\n4,5"))
+    with pytest.raises(BatchRejected, match="truncated CSV"):
+        read_table(gz_cut_mid_row)

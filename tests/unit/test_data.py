@@ -100,9 +100,9 @@ def test_wide_batch_of_text_columns_is_parsed(good: pd.DataFrame) -> None:
 
 
 def test_unreadable_files(tmp_path: Path) -> None:
-    (tmp_path / "a.txt").write_text("x,y\n1,2\n")
-    with pytest.raises(BatchRejected, match="not a CSV or Parquet"):
-        read_table(tmp_path / "a.txt")
+    (tmp_path / "a.xlsx").write_bytes(b"PK\x03\x04")
+    with pytest.raises(BatchRejected, match=r"a.xlsx: not a CSV or Parquet file \(suffix '.xlsx'"):
+        read_table(tmp_path / "a.xlsx")
     (tmp_path / "e.csv").write_text("")
     with pytest.raises(BatchRejected, match="empty file"):
         read_table(tmp_path / "e.csv")

@@ -8,9 +8,11 @@ from pathlib import Path
 from greenloop.watch import LandingWatcher, is_candidate
 
 
-def test_candidates_skip_hidden_temporary_and_unreadable_names(tmp_path: Path) -> None:
-    assert is_candidate(tmp_path / "batch-1.csv") and is_candidate(tmp_path / "b.parquet")
-    for name in (".batch.csv", "batch.csv.tmp", "batch.csv.part", "notes.txt", "b.crdownload"):
+def test_candidates_skip_hidden_and_temporary_names_only(tmp_path: Path) -> None:
+    # A file in a format ingest cannot read is reported too: refused with its reason.
+    for name in ("batch-1.csv", "b.parquet", "b.csv.gz", "b.tsv", "export.xlsx"):
+        assert is_candidate(tmp_path / name), name
+    for name in (".batch.csv", "batch.csv.tmp", "batch.csv.part", "b.crdownload"):
         assert not is_candidate(tmp_path / name), name
 
 
