@@ -18,9 +18,10 @@ import io
 import lzma
 import re
 import zipfile
-from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import pandas as pd
 
@@ -38,16 +39,35 @@ class UnreadableArchive(ValueError):
     """A compressed file that does not decompress to one CSV."""
 
 
-def _unzip(raw: bytes) -> bytes:
-    with zipfile.ZipFile(io.BytesIO(raw)) as z:
-        names = [n for n in z.namelist() if not n.endswith("/")]
-        if len(names) != 1:
-            raise UnreadableArchive(f"the zip archive holds {len(names)} files, not one CSV")
-        return z.read(names[0])
+COMPRESSED = (".gz", ".bz2", ".xz", ".zip")
+# A batch, not a dataset: a file that inflates past this is refused before it fills memory.
+MAX_DECOMPRESSED_BYTES = 1 << 30
 
 
-DECOMPRESS: dict[str, Callable[[bytes], bytes]] = {
-    ".gz": gzip.decompress, ".bz2": bz2.decompress, ".xz": lzma.decompress, ".zip": _unzip}
+def _decompressed(path: Path) -> bytes:
+    """The one file inside a compressed `path`, at most MAX_DECOMPRESSED_BYTES of it."""
+    suffix = path.suffix.lower()
+    try:
+        with ExitStack() as stack:
+            if suffix == ".zip":
+                archive = stack.enter_context(zipfile.ZipFile(path))
+                names = [n for n in archive.namelist() if not n.endswith("/")]
+                if len(names) != 1:
+                    raise UnreadableArchive(f"the zip archive holds {len(names)} files, "
+                                            f"not one CSV")
+                member: IO[bytes] = stack.enter_context(archive.open(names[0]))
+            else:
+                opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[suffix]
+                member = stack.enter_context(opener(path, "rb"))
+            data = member.read(MAX_DECOMPRESSED_BYTES + 1)
+    except UnreadableArchive:
+        raise
+    except (OSError, EOFError, lzma.LZMAError, zipfile.BadZipFile) as e:
+        # A cut or corrupt archive: name it, not the codec's internals.
+        raise UnreadableArchive(f"not a readable {suffix} archive ({e})") from e
+    if len(data) > MAX_DECOMPRESSED_BYTES:
+        raise UnreadableArchive(f"decompresses to over {MAX_DECOMPRESSED_BYTES >> 20} MiB")
+    return data
 
 
 @dataclass(frozen=True)
@@ -57,12 +77,11 @@ class Dialect:
 
 
 def read_csv(path: Path) -> pd.DataFrame:
-    decompress = DECOMPRESS.get(path.suffix.lower())
-    if decompress is None:
+    if path.suffix.lower() not in COMPRESSED:
         head, second, tail, size = _ends(path)
         source: Path | io.BytesIO = path
     else:
-        data = _decompressed(path, decompress)
+        data = _decompressed(path)
         head, second = (data.splitlines(keepends=True) + [b"", b""])[:2]
         tail, size, source = data[-65536:], len(data), io.BytesIO(data)
     dialect = sniff(head, second)
@@ -70,16 +89,6 @@ def read_csv(path: Path) -> pd.DataFrame:
     if dialect == Dialect():
         return pd.read_csv(source, low_memory=False)
     return pd.read_csv(source, low_memory=False, sep=dialect.sep, decimal=dialect.decimal)
-
-
-def _decompressed(path: Path, decompress: Callable[[bytes], bytes]) -> bytes:
-    try:
-        return decompress(path.read_bytes())
-    except UnreadableArchive:
-        raise
-    except (OSError, EOFError, lzma.LZMAError, zipfile.BadZipFile) as e:
-        # A cut or corrupt archive: name it, not the codec's internals.
-        raise UnreadableArchive(f"not a readable {path.suffix} archive ({e})") from e
 
 
 def sniff(head: bytes, second: bytes) -> Dialect:

@@ -19,14 +19,13 @@ import pandas as pd
 
 from greenloop.columnar import read_parquet
 from greenloop.config import DataConfig
-from greenloop.csvfile import TruncatedCsv, UnreadableArchive, read_csv
+from greenloop.csvfile import COMPRESSED, TruncatedCsv, UnreadableArchive, read_csv
 
 # What ingest reads, by the end of the file name. Text tables (the separator is sniffed,
 # greenloop/csvfile.py), compressed or not, and Parquet.
 _TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
-_COMPRESSED = (".gz", ".bz2", ".xz", ".zip")
 READABLE_SUFFIXES = {**{s: "csv" for s in _TEXT_SUFFIXES},
-                     **{t + c: "csv" for t in _TEXT_SUFFIXES for c in _COMPRESSED},
+                     **{t + c: "csv" for t in _TEXT_SUFFIXES for c in COMPRESSED},
                      ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -63,7 +62,8 @@ def read_table(path: Path) -> pd.DataFrame:
     kind = table_kind(path)
     if kind is None:
         raise BatchRejected(f"{path.name}: not a CSV or Parquet file (suffix {path.suffix!r}; "
-                            f"read: {', '.join(READABLE_SUFFIXES)})")
+                            f"read: .csv, .tsv, .txt, each also {'/'.join(COMPRESSED)}, "
+                            f".parquet, .pq)")
     try:
         if kind == "parquet":
             return read_parquet(path)

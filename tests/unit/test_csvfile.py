@@ -90,3 +90,15 @@ def test_broken_archives_are_refused_with_the_reason(tmp_path: Path) -> None:
     gz_cut_mid_row.write_bytes(gzip.compress(b"x,y,z\n1,2,3\n4,5"))
     with pytest.raises(BatchRejected, match="truncated CSV"):
         read_table(gz_cut_mid_row)
+
+
+def test_an_archive_that_inflates_past_the_limit_is_refused(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    from greenloop import csvfile
+
+    path = tmp_path / "bomb.csv.gz"
+    path.write_bytes(gzip.compress(b"x,y\n" + b"1,2\n" * 5000))  # 20 kB from ~100 bytes
+    monkeypatch.setattr(csvfile, "MAX_DECOMPRESSED_BYTES", 10_000)
+    with pytest.raises(BatchRejected, match="decompresses to over"):
+        read_table(path)
