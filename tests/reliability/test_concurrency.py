@@ -181,7 +181,7 @@ def test_processes_race_on_twenty_batches_and_ten_copies(project: Project) -> No
 
 
 def _open_ledger(path: str, barrier: Any, results: Any) -> None:
-    barrier.wait()  # a forked child: nothing imported here (another thread may hold a lock)
+    barrier.wait()
     try:
         Ledger(Path(path))
         results.put("ok")
@@ -192,18 +192,29 @@ def _open_ledger(path: str, barrier: Any, results: Any) -> None:
 def test_processes_opening_a_new_ledger_at_once(tmp_path: Path) -> None:
     """Found by CI (a fleet on a dask cluster): eight processes creating the same ledger
     at once; switching it to WAL failed with "database is locked" without waiting (13
-    of 30 trials before the fix)."""
-    ctx = multiprocessing.get_context("fork")
+    of 30 trials before the fix). The children fork from a fork server, not from this
+    process: by this point of the suite it runs threads (Prefect's, MLflow's, an idle
+    arrival thread), and a plain fork copies whatever lock one of them holds (a CI run
+    of the ninth session hung there: children blocked on SQLite's allocator mutex, taken
+    by another thread of the parent at the fork)."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__, "greenloop.ledger"])  # imported once, not per child
     failures = []
     for trial in range(15):
         path = tmp_path / f"t{trial}" / "state" / "ledger.sqlite"
         barrier, results = ctx.Barrier(8), ctx.Queue()
-        procs = [ctx.Process(target=_open_ledger, args=(str(path), barrier, results))
-                 for _ in range(8)]
-        for p in procs:
-            p.start()
-        outcomes = [results.get(timeout=120) for _ in procs]
-        for p in procs:
-            p.join(30)
+        # Daemons, killed if still there: a hung child must fail the test, not hang pytest.
+        procs = [ctx.Process(target=_open_ledger, args=(str(path), barrier, results),
+                             daemon=True) for _ in range(8)]
+        try:
+            for p in procs:
+                p.start()
+            outcomes = [results.get(timeout=120) for _ in procs]
+            for p in procs:
+                p.join(30)
+        finally:
+            for p in procs:
+                if p.is_alive():
+                    p.kill()
         failures += [o for o in outcomes if o != "ok"]
     assert failures == []
