@@ -202,11 +202,12 @@ def start_worker(limit: int = 1, on_error: Callable[[BaseException], None] = pri
 local_arrival = arrival.with_options(cache_policy=NONE, persist_result=False)
 
 
-def start_local(on_error: Callable[[BaseException], None] = print) -> threading.Thread:
+def start_local(on_error: Callable[[BaseException], None] = print,
+                on_done: Callable[[str], None] = lambda path: None) -> threading.Thread:
     """Arrivals submitted in this process run here, one at a time, in a daemon thread that
-    calls the `arrival` task directly (a task run of its own each, outside any flow). A
-    failed arrival is its task run's Failed state and a line from `on_error`; the thread
-    goes on with the next one."""
+    calls the `arrival` task directly (a task run of its own each, outside any flow).
+    `on_done(path)` follows each arrival that returned; a failed one is its task run's
+    Failed state and a line from `on_error`; the thread goes on with the next one."""
     global _LOCAL
     arrivals: queue.Queue[Arrival] = queue.Queue()
 
@@ -218,6 +219,8 @@ def start_local(on_error: Callable[[BaseException], None] = print) -> threading.
                     local_arrival(*args)
                 except BaseException as e:  # noqa: BLE001 - reported, the service keeps serving
                     on_error(e)
+                else:
+                    on_done(args[0])
 
     thread = threading.Thread(target=run, name="greenloop-arrivals", daemon=True)
     thread.start()

@@ -148,8 +148,10 @@ def _serve_warm(configs: list[str], datasets: list[str], policy: str | None, ws:
         for rt in runtimes.values():
             session_run(rt, meter)
         use_meter(meter)
-        start_local(on_error=lambda e: typer.echo(f"arrival failed: {type(e).__name__}: {e}",
-                                                  err=True))
+        # One console line per hand-over ("arrived:", the watcher) and one per end, whatever
+        # Prefect's log level: an operator (and the served soak) can tell serve is idle.
+        start_local(on_error=lambda e: typer.echo(f"arrival failed: {type(e).__name__}: {e}"),
+                    on_done=lambda path: typer.echo(f"done: {path}"))
         typer.echo("arrivals are processed here, warm (task runs `arrival` in the Prefect UI)")
 
     stop = threading.Event()

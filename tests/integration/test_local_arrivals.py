@@ -46,7 +46,8 @@ def test_arrivals_run_in_this_process_as_task_runs(prefect_harness, home: Path,
     errors: list[BaseException] = []
     monkeypatch.setattr(warm, "_LOCAL", None)  # this test's thread only
     monkeypatch.setattr(warm, "_METER", None)
-    warm.start_local(on_error=errors.append)
+    done: list[str] = []
+    warm.start_local(on_error=errors.append, on_done=done.append)
 
     # An arrival that raises in its task (here: its config is gone) is reported, not fatal.
     warm.submit(landing / "elsewhere.csv", str(home / "configs" / "gone.yaml"), None, str(home))
@@ -57,6 +58,8 @@ def test_arrivals_run_in_this_process_as_task_runs(prefect_harness, home: Path,
 
     _wait(lambda: len(rt.ledger.batches(rt.model_name, ("processed",))) == 3)
     assert len(errors) == 1 and "config file not found" in str(errors[0])
+    _wait(lambda: len(done) == 3, 30)  # each arrival that returned, once
+    assert sorted(done) == sorted(str(p) for p in files)
     names = {f"arrival-{p.stem}" for p in files} | {"arrival-elsewhere"}
     final = {"COMPLETED", "FAILED", "CRASHED"}
     # Recorded by the server from the runs' events: a moment after they end.

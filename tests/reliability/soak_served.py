@@ -321,9 +321,9 @@ def worker_idle(s: Soak) -> bool:
     log = s.serve_log.read_text(errors="replace").rsplit("\n=== start ", 1)[-1]
     if "watching " not in log:
         return False
-    started = sum("arrived: " in line for line in log.splitlines())  # handed over
-    ended = sum("Task run 'arrival-" in line and "Finished in state" in line
-                for line in log.splitlines())
+    lines = log.splitlines()  # serve's own lines, printed whatever Prefect's log level
+    started = sum("arrived: " in line for line in lines)  # handed to the arrival thread
+    ended = sum(line.startswith(("done: ", "arrival failed: ")) for line in lines)
     return started <= ended and pending_batches(s.home) == 0
 
 
