@@ -21,19 +21,20 @@ from greenloop.columnar import read_parquet
 from greenloop.config import DataConfig
 from greenloop.csvfile import COMPRESSED, TruncatedCsv, UnreadableArchive, read_csv
 
-# What ingest reads, by the end of the file name. Text tables (the separator is sniffed,
-# greenloop/csvfile.py), compressed or not, and Parquet.
-_TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
-READABLE_SUFFIXES = {**{s: "csv" for s in _TEXT_SUFFIXES},
-                     **{t + c: "csv" for t in _TEXT_SUFFIXES for c in COMPRESSED},
-                     ".parquet": "parquet", ".pq": "parquet"}
+# What ingest reads, by the end of the file name: text tables (the separator is sniffed,
+# greenloop/csvfile.py), each also compressed, and Parquet.
+TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
+PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
 def table_kind(path: Path) -> str | None:
     """"csv" or "parquet" by the file name's end (`b.csv.gz` is a CSV); None if neither."""
     name = path.name.lower()
-    return next((kind for suffix, kind in READABLE_SUFFIXES.items() if name.endswith(suffix)),
-                None)
+    if name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if name.endswith(COMPRESSED):
+        name = name[:name.rindex(".")]
+    return "csv" if name.endswith(TEXT_SUFFIXES) else None
 
 
 class BatchRejected(ValueError):
@@ -62,8 +63,8 @@ def read_table(path: Path) -> pd.DataFrame:
     kind = table_kind(path)
     if kind is None:
         raise BatchRejected(f"{path.name}: not a CSV or Parquet file (suffix {path.suffix!r}; "
-                            f"read: .csv, .tsv, .txt, each also {'/'.join(COMPRESSED)}, "
-                            f".parquet, .pq)")
+                            f"read: {', '.join(TEXT_SUFFIXES)}, each also "
+                            f"{'/'.join(COMPRESSED)}, {', '.join(PARQUET_SUFFIXES)})")
     try:
         if kind == "parquet":
             return read_parquet(path)
