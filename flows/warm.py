@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -114,6 +115,38 @@ Arrival = tuple[str, str, str | None, str | None, str]  # arrival()'s arguments
 _LOCAL: queue.Queue[Arrival] | None = None  # set by start_local: arrivals run here
 
 
+class Activity:
+    """Arrivals handed to the arrival thread and not finished, and when the last one
+    finished: what `serve --idle-exit` reads to tell an idle service from a busy one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self.last_done = time.monotonic()
+
+    def begin(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+
+    def end(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+            self.last_done = time.monotonic()
+
+    def end_startup(self) -> None:
+        """The service is up: its first idle stretch starts now, not at import."""
+        with self._lock:
+            self.last_done = time.monotonic()
+
+    def idle_since(self) -> float | None:
+        """monotonic() when the service last became idle; None while an arrival runs."""
+        with self._lock:
+            return None if self.in_flight else self.last_done
+
+
+ACTIVITY = Activity()
+
+
 def submit(path: Path, config: str, policy: str | None, home: str | None) -> None:
     """Hand one complete landing file over: to this process's arrival thread (start_local)
     or else to the task worker(s); with the service meter in this process, the arrival's
@@ -122,6 +155,7 @@ def submit(path: Path, config: str, policy: str | None, home: str | None) -> Non
     metered = _METER is not None and _METER.begin(key)
     try:
         if _LOCAL is not None:
+            ACTIVITY.begin()  # before the put: the thread may finish it at once
             _LOCAL.put((str(path), config, policy, home, key))
             return
         with _delay_client():
@@ -221,6 +255,8 @@ def start_local(on_error: Callable[[BaseException], None] = print,
                     on_error(e)
                 else:
                     on_done(args[0])
+                finally:
+                    ACTIVITY.end()
 
     thread = threading.Thread(target=run, name="greenloop-arrivals", daemon=True)
     thread.start()

@@ -78,6 +78,12 @@ class LandingWatcher:
         for name in names:
             self._reported.pop(name, None)
 
+    def unreported(self) -> list[str]:
+        """Non-empty files never reported with their present (size, mtime): what no
+        serve has seen yet (`greenloop wake` starts one for them)."""
+        return sorted(name for name, sig in self._scan().items()
+                      if sig[0] > 0 and self._reported.get(name) != sig)
+
     def candidates(self) -> list[Path]:
         return [self.folder / n for n in sorted(self._scan())]
 

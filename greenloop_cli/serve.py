@@ -14,8 +14,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from greenloop.config import load_config
+from greenloop.linger import Linger
+from greenloop.service import ProcessTree
 from greenloop.workspace import Workspace
 from greenloop_cli.main import HomeOpt, PolicyOpt, _check_config, _env, _fail, app, in_prefect
+from greenloop_cli.wake import IdleExitOpt, linger_option, stop_when_idle
 
 if TYPE_CHECKING:  # imported inside the commands at run time (Prefect, MLflow, torch)
     from tasks.runtime import Runtime
@@ -70,10 +73,15 @@ def serve(config: ConfigsOpt, policy: PolicyOpt = None, home: HomeOpt = None,
           poll_seconds: PollOpt = 0.5,
           limit: Annotated[int, typer.Option(help="max concurrent deployment flow runs")] = 4,
           ui: Annotated[bool, typer.Option(help="also start the MLflow UI")] = False,
-          ui_port: Annotated[int, typer.Option(help="MLflow UI port")] = 5000) -> None:
+          ui_port: Annotated[int, typer.Option(help="MLflow UI port")] = 5000,
+          idle_exit: IdleExitOpt = None) -> None:
     """Serve the deployments, process arrivals warm (one task run each) and watch."""
     _service_env()
     datasets = _datasets(config)
+    linger = linger_option(idle_exit)
+    if linger is not None and not (worker and watch):
+        _fail("--idle-exit needs the arrivals watched and processed here (no --no-worker, "
+              "no --no-watch): it stops serve when no arrival has run for a while", 2)
     ws = Workspace.from_env(home)
     from greenloop_cli.servers import (
         ServerError,
@@ -101,8 +109,10 @@ def serve(config: ConfigsOpt, policy: PolicyOpt = None, home: HomeOpt = None,
             if mlflow_ui is not None:
                 wait_healthy(mlflow_ui, timeout_s=120)
                 typer.echo(f"MLflow UI: {mlflow_ui.url}")
+            others = {p.process.pid for p in (server, mlflow_ui)  # type: ignore[attr-defined]
+                      if getattr(p, "process", None) is not None}
             _serve_warm([str(c) for c in config], datasets, policy, ws, server, watch, worker,
-                        poll_seconds, limit)
+                        poll_seconds, limit, linger, others)
     except ServerError as e:
         _fail(str(e))
     finally:
@@ -112,9 +122,11 @@ def serve(config: ConfigsOpt, policy: PolicyOpt = None, home: HomeOpt = None,
 
 def _serve_warm(configs: list[str], datasets: list[str], policy: str | None, ws: Workspace,
                 server: object, watch: bool, worker: bool, poll_seconds: float,
-                limit: int) -> None:
+                limit: int, linger: Linger | None = None,
+                other_pids: frozenset[int] | set[int] = frozenset()) -> None:
     """Deployments on the runner (main thread), arrivals in a thread of their own, the
-    landing watcher (a thread) and the service meter, until interrupted."""
+    landing watcher (a thread) and the service meter, until interrupted (or, with
+    `linger`, until idle long enough)."""
     from flows.confine import SERVED_HOME_ENV
     from flows.deploy import limit_name, prepared_deployments, release_lost_slots
     from flows.warm import start_local, submit, use_meter
@@ -129,6 +141,9 @@ def _serve_warm(configs: list[str], datasets: list[str], policy: str | None, ws:
     deps = prepared_deployments(configs, policy, home)
     runtimes = {d: get_runtime(c, policy, home) for c, d in zip(configs, datasets, strict=True)}
     fresh_server = getattr(server, "process", None) is not None  # started here, just now
+    # Start-up is everything this tree did before it serves, less the catch-up below.
+    tree = ProcessTree([os.getpid(), *([server.process.pid] if fresh_server else [])])  # type: ignore[attr-defined]
+    cpu_before_catch_up = tree.cpu_seconds()
     for rt in runtimes.values():  # what a killed serve left behind
         if fresh_server:  # its slot: no lease left on this server to expire
             freed = asyncio.run(release_lost_slots(limit_name(rt.model_name)))
@@ -137,6 +152,7 @@ def _serve_warm(configs: list[str], datasets: list[str], policy: str | None, ws:
                            f"last serve stopped")
         if worker:  # its accepted, unprocessed batches
             catch_up(rt)
+    catch_up_cpu = tree.cpu_seconds() - cpu_before_catch_up
     meter = None
     if worker:
         pids = [os.getpid()]
@@ -166,6 +182,12 @@ def _serve_warm(configs: list[str], datasets: list[str], policy: str | None, ws:
             kwargs=dict(datasets=datasets, home=ws.home, poll_seconds=poll_seconds, stop=stop,
                         report=report,
                         unaccounted=lambda d, files: unaccounted(runtimes[d], files))).start()
+    if linger is not None:
+        startup_cpu = tree.cpu_seconds() - catch_up_cpu
+        typer.echo(f"start-up: {startup_cpu:.1f} CPU-s (this process and the Prefect server "
+                   f"it started); --idle-exit: " + (f"after {linger.fixed_seconds:g} s idle"
+                   if linger.fixed_seconds is not None else "once idle time has cost as much"))
+        stop_when_idle(linger, tree, startup_cpu, stop, poll_seconds, set(other_pids))
     from prefect import serve as prefect_serve
 
     try:
