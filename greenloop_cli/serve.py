@@ -184,9 +184,10 @@ def _serve_warm(configs: list[str], datasets: list[str], policy: str | None, ws:
                         unaccounted=lambda d, files: unaccounted(runtimes[d], files))).start()
     if linger is not None:
         startup_cpu = tree.cpu_seconds() - catch_up_cpu
+        rule = (f"after {linger.fixed_seconds:g} s idle" if linger.fixed_seconds is not None
+                else "once the idle time has cost as much as this start-up")
         typer.echo(f"start-up: {startup_cpu:.1f} CPU-s (this process and the Prefect server "
-                   f"it started); --idle-exit: " + (f"after {linger.fixed_seconds:g} s idle"
-                   if linger.fixed_seconds is not None else "once idle time has cost as much"))
+                   f"it started); --idle-exit: {rule}")
         stop_when_idle(linger, tree, startup_cpu, stop, poll_seconds, set(other_pids))
     from prefect import serve as prefect_serve
 

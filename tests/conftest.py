@@ -28,6 +28,18 @@ def pytest_configure(config: pytest.Config) -> None:
     torch.set_num_threads(1)  # tiny models; the two cores are shared with the servers
 
 
+@pytest.fixture(autouse=True)
+def _environ_restored() -> Iterator[None]:
+    """A command called in-process (CliRunner) sets Prefect's and MLflow's variables in
+    os.environ, as its own process would (e.g. `ingest` quiets Prefect's console): put
+    them back after each test, so no later test, nor a server it starts, inherits them."""
+    before = dict(os.environ)
+    yield
+    if os.environ != before:
+        os.environ.clear()
+        os.environ.update(before)
+
+
 def make_frame(rows: int, seed: int, shift: dict[str, float] | None = None,
                n_features: int = 5, flip: bool = False, task: str = "classification",
                n_classes: int = 2) -> pd.DataFrame:
