@@ -35,9 +35,13 @@ def _environ_restored() -> Iterator[None]:
     them back after each test, so no later test, nor a server it starts, inherits them."""
     before = dict(os.environ)
     yield
-    if os.environ != before:
-        os.environ.clear()
-        os.environ.update(before)
+    for key in set(before) | set(os.environ):
+        if key == "PYTEST_CURRENT_TEST" or before.get(key) == os.environ.get(key):
+            continue
+        if key in before:
+            os.environ[key] = before[key]
+        else:
+            del os.environ[key]
 
 
 def make_frame(rows: int, seed: int, shift: dict[str, float] | None = None,
