@@ -76,7 +76,9 @@ MIGRATIONS = (("batches", "attempts", "INTEGER NOT NULL DEFAULT 0"),
               ("versions", "run_id", "TEXT"),
               # JSON list of the seqs the batch's drift was checked against (its reference
               # window): `greenloop report` renders that check again, on demand.
-              ("batches", "reference_seqs", "TEXT"))
+              ("batches", "reference_seqs", "TEXT"),
+              # CPU-s of serve's tree from exec until it served (`--idle-exit auto`'s price).
+              ("service_sessions", "startup_cpu_seconds", "REAL"))
 
 
 class LineageConflict(RuntimeError):

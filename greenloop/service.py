@@ -20,6 +20,7 @@ Pure bookkeeping on psutil and the ledger: no Prefect or MLflow here.
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -80,23 +81,25 @@ Window = Reading
 
 def record_session(ledger: Ledger, session_id: str, started_at: float, whole: Window,
                    batches: Window, n_batches: int, method: str, counted: str,
-                   stopped: bool = False) -> None:
+                   stopped: bool = False, startup_cpu_seconds: float | None = None) -> None:
     now = time.time()
     with ledger.transaction() as c:
         c.execute(
             "INSERT INTO service_sessions (id, started_at, updated_at, stopped_at, wall_seconds,"
             " cpu_seconds, energy_kwh, emissions_kg, batch_cpu_seconds, batch_energy_kwh,"
-            " batch_wall_seconds, batches, energy_method, counted)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET"
+            " batch_wall_seconds, batches, energy_method, counted, startup_cpu_seconds)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET"
             " updated_at=excluded.updated_at, stopped_at=excluded.stopped_at,"
             " wall_seconds=excluded.wall_seconds, cpu_seconds=excluded.cpu_seconds,"
             " energy_kwh=excluded.energy_kwh, emissions_kg=excluded.emissions_kg,"
             " batch_cpu_seconds=excluded.batch_cpu_seconds,"
             " batch_energy_kwh=excluded.batch_energy_kwh,"
-            " batch_wall_seconds=excluded.batch_wall_seconds, batches=excluded.batches",
+            " batch_wall_seconds=excluded.batch_wall_seconds, batches=excluded.batches,"
+            " startup_cpu_seconds=excluded.startup_cpu_seconds",
             (session_id, started_at, now, now if stopped else None, whole.wall_seconds,
              whole.cpu_seconds, whole.energy_kwh, whole.emissions_kg, batches.cpu_seconds,
-             batches.energy_kwh, batches.wall_seconds, n_batches, method, counted))
+             batches.energy_kwh, batches.wall_seconds, n_batches, method, counted,
+             startup_cpu_seconds))
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,7 @@ class IdleCost:
     idle_energy_kwh: float
     idle_cpu_seconds: float
     batches: int
+    startup_cpu_seconds: float | None = None  # the median of the sessions that recorded it
 
     @property
     def idle_kwh_per_hour(self) -> float:
@@ -134,7 +138,13 @@ def idle_cost(ledger: Ledger) -> IdleCost | None:
                             for r in rows),
         idle_cpu_seconds=sum(max((r["cpu_seconds"] or 0) - (r["batch_cpu_seconds"] or 0), 0.0)
                              for r in rows),
-        batches=sum(r["batches"] or 0 for r in rows))
+        batches=sum(r["batches"] or 0 for r in rows),
+        startup_cpu_seconds=_median([r["startup_cpu_seconds"] for r in rows
+                                     if r["startup_cpu_seconds"] is not None]))
+
+
+def _median(values: list[float]) -> float | None:
+    return float(statistics.median(values)) if values else None
 
 
 __all__ = ["IdleCost", "ProcessTree", "Window", "idle_cost", "record_session"]

@@ -10,7 +10,7 @@ from rich.table import Table
 from greenloop.config import load_config
 from greenloop.data import content_hash
 from greenloop.ledger import Ledger
-from greenloop.service import idle_cost
+from greenloop.service import IdleCost, idle_cost
 from greenloop.workspace import Workspace
 
 
@@ -48,7 +48,20 @@ def standing_cost(ledger: Ledger) -> str:
     return (f"service: {idle.sessions} session(s), {idle.hours:.2f} h served, "
             f"{idle.batches} arrival(s); idle {idle.idle_kwh_per_hour * 1000:.3f} Wh per hour "
             f"({idle.idle_cpu_share_of_core * 100:.2f}% of a core), "
-            f"{idle.idle_kwh_per_batch * 1000:.4f} Wh of idle per arrival")
+            f"{idle.idle_kwh_per_batch * 1000:.4f} Wh of idle per arrival"
+            + _restart_price(idle))
+
+
+def _restart_price(idle: IdleCost) -> str:
+    """The start-up against the idle rate: how long an idle serve takes to cost a restart."""
+    if idle.startup_cpu_seconds is None:
+        return ""
+    out = f"; start-up {idle.startup_cpu_seconds:.1f} CPU-s a session (median)"
+    rate = idle.idle_cpu_share_of_core
+    if rate > 0:  # NaN compares False too
+        out += (f": idle past {idle.startup_cpu_seconds / rate / 60:.0f} min costs more than "
+                f"a restart (`greenloop wake` stops serve then)")
+    return out
 
 
 def render_status(config: str, policy: str | None, home: str | None, history: bool,

@@ -182,12 +182,15 @@ def _serve_warm(configs: list[str], datasets: list[str], policy: str | None, ws:
             kwargs=dict(datasets=datasets, home=ws.home, poll_seconds=poll_seconds, stop=stop,
                         report=report,
                         unaccounted=lambda d, files: unaccounted(runtimes[d], files))).start()
+    startup_cpu = tree.cpu_seconds() - catch_up_cpu
+    if meter is not None:
+        meter.startup_cpu_seconds = startup_cpu  # `greenloop status` weighs it against idle
+    typer.echo(f"start-up: {startup_cpu:.1f} CPU-s (this process"
+               + (" and the Prefect server it started)" if fresh_server else ")"))
     if linger is not None:
-        startup_cpu = tree.cpu_seconds() - catch_up_cpu
         rule = (f"after {linger.fixed_seconds:g} s idle" if linger.fixed_seconds is not None
                 else "once the idle time has cost as much as this start-up")
-        typer.echo(f"start-up: {startup_cpu:.1f} CPU-s (this process and the Prefect server "
-                   f"it started); --idle-exit: {rule}")
+        typer.echo(f"--idle-exit: stops {rule}")
         stop_when_idle(linger, tree, startup_cpu, stop, poll_seconds, set(other_pids))
     from prefect import serve as prefect_serve
 

@@ -34,6 +34,7 @@ class ServiceMeter:
         self._slot = threading.Semaphore(1)  # one open arrival window at a time
         self._open: tuple[str, float, float] | None = None  # (key, tree CPU-s, wall) at begin
         self.started_at = time.time()
+        self.startup_cpu_seconds: float | None = None  # set by serve once it serves
         self.whole, self.batches, self.n_batches = Window(), Window(), 0
         self._cpu0, self._wall0 = self.tree.cpu_seconds(), time.perf_counter()
         self._tracker.start_task("idle")
@@ -110,7 +111,8 @@ class ServiceMeter:
                        "serve process only")
             for ledger in self.ledgers:
                 record_session(ledger, self.id, self.started_at, self.whole, self.batches,
-                               self.n_batches, describe_method(self._tracker), counted, stopped)
+                               self.n_batches, describe_method(self._tracker), counted, stopped,
+                               self.startup_cpu_seconds)
             for callback in self.on_flush:
                 try:
                     callback(self.whole, self.batches, self.n_batches, stopped)

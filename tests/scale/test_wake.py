@@ -74,9 +74,10 @@ def test_wake_starts_serve_per_burst_and_serve_stops_when_idle(tmp_path: Path) -
     assert log.count("starting serve") == 2 and "idle for" in log, log[-3000:]
     assert "start-up:" in log  # each serve measured its own start-up
     # Two sessions, each closed by its own serve (stopped_at), each with its arrivals.
-    sessions = ledger_rows(home, "SELECT batches, stopped_at FROM service_sessions "
-                                 "ORDER BY started_at")
-    assert [(n, s is not None) for n, s in sessions] == [(4, True), (1, True)]
+    sessions = ledger_rows(home, "SELECT batches, stopped_at, startup_cpu_seconds "
+                                 "FROM service_sessions ORDER BY started_at")
+    assert [(n, s is not None) for n, s, _ in sessions] == [(4, True), (1, True)]
+    assert all(startup > 1.0 for _, _, startup in sessions)  # the price `auto` weighs
     # The second serve updated the champion the first one left: batch 5 is an update.
     roles = ledger_rows(home, "SELECT role FROM batches WHERE seq=5")
     assert roles == [("update",)]

@@ -27,3 +27,27 @@ def test_a_child_named_as_a_root_too_is_counted_once() -> None:
     finally:
         busy.kill()
         busy.wait()
+
+
+def test_the_start_up_price_is_recorded_and_weighed_against_idle(tmp_path) -> None:  # noqa: ANN001
+    from greenloop.ledger import Ledger
+    from greenloop.service import Window, idle_cost, record_session
+    from greenloop.status import standing_cost
+
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    # Two sessions of one idle hour each, 0.02 CPU-s per second idle, one arrival each.
+    for sid, startup in (("a", 10.0), ("b", 14.0)):
+        record_session(ledger, sid, 0.0, Window(cpu_seconds=73.0, wall_seconds=3601.0),
+                       Window(cpu_seconds=1.0, wall_seconds=1.0), 1, "constant", "test",
+                       stopped=True, startup_cpu_seconds=startup)
+    idle = idle_cost(ledger)
+    assert idle is not None and idle.startup_cpu_seconds == 12.0  # the median
+    assert idle.idle_cpu_share_of_core == 0.02
+    line = standing_cost(ledger)
+    # 12 CPU-s / 0.02 CPU-s per s = 600 s: after 10 idle minutes a restart is cheaper.
+    assert "start-up 12.0 CPU-s a session" in line and "idle past 10 min" in line
+    # A session recorded before this column existed: no price, no claim.
+    ledger2 = Ledger(tmp_path / "old.sqlite")
+    record_session(ledger2, "c", 0.0, Window(cpu_seconds=73.0, wall_seconds=3601.0),
+                   Window(cpu_seconds=1.0, wall_seconds=1.0), 1, "constant", "test")
+    assert "start-up" not in standing_cost(ledger2)
