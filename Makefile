@@ -44,12 +44,15 @@ clean-state:
 	rm -rf state mlflow.db mlartifacts reports/* data/stream data/accepted data/quarantine
 
 # --- Run it as a service (issue 4): Prefect server + deployments, MLflow UI, fleet -------
-.PHONY: serve ui fleet install-scale browser-deps postgres-deps test-browser test-postgres test-scale
+.PHONY: serve wake ui fleet install-scale browser-deps postgres-deps test-browser test-postgres test-scale
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SCALE_STAMP := $(VENV)/.scale-$(shell md5sum pyproject.toml | cut -c1-8)
 
 serve: install   ## Prefect server on 127.0.0.1:4200, deployments, watcher, MLflow UI on :5000
 	$(VENV)/bin/greenloop serve --config $(CONFIG) --ui
+
+wake: install  ## serve only while there is work: started per arrival, stops when idle
+	$(VENV)/bin/greenloop wake --config $(CONFIG)
 
 ui: install
 	$(VENV)/bin/greenloop ui --config $(CONFIG)

@@ -94,3 +94,24 @@ def test_bad_idle_exit_is_refused_before_anything_starts(tmp_path: Path) -> None
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         assert "--idle-exit" in r.stderr
+
+
+def test_wake_gives_up_on_a_serve_that_cannot_start(tmp_path: Path) -> None:
+    """A serve that fails at once (here: its port taken) is not restarted in a loop for
+    ever: after three failures in a row wake exits non-zero and says why."""
+    import socket
+
+    home = project_home(tmp_path)
+    config = home / "configs" / "elec2.yaml"
+    landing = home / "data" / "landing" / "elec2"
+    drop(stream_files(home, config)[0], landing)  # work waiting: wake starts serve at once
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run(greenloop("wake", "--config", str(config), "--home", str(home),
+                                     "--port", str(port)), env=service_env(home),
+                           capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert r.stdout.count("starting serve") == 3
+    assert f"port {port}" in r.stderr and "3 times in a row" in r.stderr
