@@ -36,6 +36,7 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NONE
+from prefect.settings import get_current_settings
 
 from flows.confine import confine
 from flows.deploy import describe, update_with_slot
@@ -233,7 +234,12 @@ def start_worker(limit: int = 1, on_error: Callable[[BaseException], None] = pri
 
 # The task `serve` calls for its own arrivals. Nothing to cache or persist: an arrival's
 # effects are in the ledger, DVC and MLflow (a task worker would persist its result).
-local_arrival = arrival.with_options(cache_policy=NONE, persist_result=False)
+# The storage is named although nothing is written to it: left unset, Prefect asks the
+# server for its default result storage at every task run (one API round trip an
+# arrival); this is the local folder that default resolves to when the server has none.
+local_arrival = arrival.with_options(
+    cache_policy=NONE, persist_result=False,
+    result_storage=Path(get_current_settings().results.local_storage_path))
 
 
 def start_local(on_error: Callable[[BaseException], None] = print,
