@@ -60,12 +60,6 @@ def prepared_home(config: Path, workdir: Path) -> tuple[Path, Path, str, int]:
     return home, cfg_path, model, boot
 
 
-def whole_tree_cpu(root: psutil.Process) -> float:
-    """The root and its live descendants (greenloop.service.ProcessTree), plus what its
-    reaped children (and theirs) spent: the root's children_* times."""
-    return tree_cpu(root)
-
-
 def start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("w") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
@@ -104,13 +98,13 @@ def always_on(config: Path, workdir: Path, window_s: float) -> dict[str, Any]:
         drop(stream, landing, boot + 1)  # a warm-up arrival (torch's first optimizer...)
         wait_processed(home, model, {boot + 1}, 600)
         time.sleep(30)  # its window, the runner's registration and the first flushes settle
-        c0 = whole_tree_cpu(root)
+        c0 = tree_cpu(root)
         t_drop = drop(stream, landing, boot + 2)
         row = wait_processed(home, model, {boot + 2}, 600)[boot + 2]
         time.sleep(1.5)  # the settle second of the arrival's window
-        c1, t1 = whole_tree_cpu(root), time.time()
+        c1, t1 = tree_cpu(root), time.time()
         time.sleep(max(window_s - (t1 - t_drop), 0.0))
-        c2, t2 = whole_tree_cpu(root), time.time()
+        c2, t2 = tree_cpu(root), time.time()
     finally:
         stop(proc)
     return {"decision": row["decision"], "arrival_cpu_seconds": c1 - c0,
@@ -142,17 +136,17 @@ def woken(config: Path, workdir: Path, window_s: float, quiet_before_s: float,
     try:
         wait_for(log, "waiting for files", proc, 120)
         root = psutil.Process(proc.pid)
-        c_before, t_before = whole_tree_cpu(root), time.time()
+        c_before, t_before = tree_cpu(root), time.time()
         time.sleep(quiet_before_s)  # wake alone, waiting
-        c0 = whole_tree_cpu(root)
+        c0 = tree_cpu(root)
         waiting_before = {"cpu_seconds": c0 - c_before, "seconds": time.time() - t_before}
         t_drop = drop(stream, landing, boot + 2)
         row = wait_processed(home, model, {boot + 2}, 600)[boot + 2]
         latency = row["updated_at"] - t_drop
         wait_for(log, "serve stopped", proc, window_s)
-        c1, t1 = whole_tree_cpu(root), time.time()
+        c1, t1 = tree_cpu(root), time.time()
         time.sleep(max(window_s - (t1 - t_drop), 0.0))
-        c2, t2 = whole_tree_cpu(root), time.time()
+        c2, t2 = tree_cpu(root), time.time()
     finally:
         stop(proc)
     text = log.read_text(errors="replace")

@@ -119,7 +119,7 @@ def wake(config: Annotated[list[Path], typer.Option("--config", "-c", help="data
     from greenloop.wake import FolderWaiter, unreported
 
     ws = Workspace.from_env(home)
-    folders = {load_config(c).name: ws.landing(load_config(c).name) for c in config}
+    folders = {name: ws.landing(name) for name in (load_config(c).name for c in config)}
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
     waiter = FolderWaiter(list(folders.values()))
