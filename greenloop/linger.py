@@ -48,6 +48,22 @@ class Linger:
         return linger is not None and idle_seconds >= linger
 
 
+def gap_cpu_seconds(gap_seconds: float, startup_cpu_seconds: float,
+                    idle_cpu_per_second: float) -> tuple[float, float]:
+    """What one quiet gap between arrivals costs (CPU-s), as (always on, `auto`): always
+    on idles through it; `auto` idles until the linger (start-up / idle rate) and then,
+    if the gap outlasts it, pays one start-up for the next arrival. Arithmetic on two
+    measured rates, not a measurement of the gap itself."""
+    rate, startup = max(idle_cpu_per_second, 0.0), max(startup_cpu_seconds, 0.0)
+    always_on = rate * gap_seconds
+    if rate <= 0.0:
+        return always_on, always_on
+    linger = startup / rate
+    if gap_seconds <= linger:
+        return always_on, always_on
+    return always_on, rate * linger + startup
+
+
 def parse_linger(text: str) -> Linger:
     """`auto` (the ski-rental rule) or a number of seconds > 0."""
     if text.strip().lower() == "auto":
@@ -61,4 +77,4 @@ def parse_linger(text: str) -> Linger:
     return Linger(fixed_seconds=seconds)
 
 
-__all__ = ["MIN_MEASURE_SECONDS", "Linger", "parse_linger"]
+__all__ = ["MIN_MEASURE_SECONDS", "Linger", "gap_cpu_seconds", "parse_linger"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from rich.console import Console
@@ -10,6 +11,7 @@ from rich.table import Table
 from greenloop.config import load_config
 from greenloop.data import content_hash
 from greenloop.ledger import Ledger
+from greenloop.linger import gap_cpu_seconds
 from greenloop.service import IdleCost, idle_cost
 from greenloop.workspace import Workspace
 
@@ -64,6 +66,34 @@ def _restart_price(idle: IdleCost) -> str:
     return out
 
 
+def serve_or_wake(idle: IdleCost | None, received_at: list[float]) -> str | None:
+    """Which of an always-on `serve` and `wake` costs less at the gaps this stream's
+    files actually arrived with, from the measured idle rate and start-up (None: not
+    enough measured). A projection over the recorded gaps, and said to be one."""
+    if idle is None or idle.startup_cpu_seconds is None or not idle.idle_hours:
+        return None
+    times = sorted(t for t in received_at if t is not None)
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    if not gaps:
+        return None
+    rate = idle.idle_cpu_seconds / (idle.idle_hours * 3600)
+    costs = [gap_cpu_seconds(g, idle.startup_cpu_seconds, rate) for g in gaps]
+    always_on, woken = sum(c[0] for c in costs), sum(c[1] for c in costs)
+    better = ("`greenloop wake` costs less here" if woken < always_on * 0.95 else
+              "an always-on `serve` costs the same or less here")
+    return (f"arrival gaps: median {_duration(statistics.median(gaps))} over {len(gaps)}; "
+            f"their quiet would cost {always_on / len(gaps):.2f} CPU-s per arrival always on, "
+            f"{woken / len(gaps):.2f} with `wake` (projected from the measured idle rate and "
+            f"start-up): {better}")
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.1f} s"
+
+
 def render_status(config: str, policy: str | None, home: str | None, history: bool,
                   last: int) -> None:
     cfg = load_config(config)
@@ -116,6 +146,10 @@ def render_status(config: str, policy: str | None, home: str | None, history: bo
         t.add_row(str(b.seq), b.status, b.decision or "", reason[:70], q, str(b.version or ""))
     out.print(t)
     out.print(standing_cost(ledger))
+    arrived = ledger.query("SELECT received_at FROM batches WHERE model=?", (name,))
+    advice = serve_or_wake(idle_cost(ledger), [r["received_at"] for r in arrived])
+    if advice:
+        out.print(advice)
     if history:
         t = Table(title="champion alias history")
         for col in ("when", "version", "previous", "reason"):

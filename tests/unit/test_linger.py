@@ -87,3 +87,17 @@ def test_the_waiter_returns_when_a_file_is_renamed_in(tmp_path: Path) -> None:
         assert time.monotonic() - started < 10  # woken by the kernel, not the timeout
     finally:
         waiter.close()
+
+
+def test_a_gap_costs_idle_until_the_linger_then_one_start_up() -> None:
+    from greenloop.linger import gap_cpu_seconds
+
+    # 12 CPU-s to start, 0.02 CPU-s per idle second: the linger is 600 s.
+    assert gap_cpu_seconds(300.0, 12.0, 0.02) == pytest.approx((6.0, 6.0))
+    assert gap_cpu_seconds(3600.0, 12.0, 0.02) == pytest.approx((72.0, 24.0))
+    # Never more than twice the cheaper choice in hindsight, whatever the gap.
+    for gap in (1.0, 599.0, 601.0, 1200.0, 86400.0):
+        on, auto = gap_cpu_seconds(gap, 12.0, 0.02)
+        assert auto <= 2 * min(on, 12.0) + 1e-9
+    # Nothing measurable spent idle: staying up is free.
+    assert gap_cpu_seconds(86400.0, 12.0, 0.0) == (0.0, 0.0)

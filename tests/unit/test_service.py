@@ -51,3 +51,27 @@ def test_the_start_up_price_is_recorded_and_weighed_against_idle(tmp_path) -> No
     record_session(ledger2, "c", 0.0, Window(cpu_seconds=73.0, wall_seconds=3601.0),
                    Window(cpu_seconds=1.0, wall_seconds=1.0), 1, "constant", "test")
     assert "start-up" not in standing_cost(ledger2)
+
+
+def test_status_weighs_serve_against_wake_at_the_gaps_files_arrived_with(tmp_path) -> None:  # noqa: ANN001
+    from greenloop.ledger import Ledger
+    from greenloop.service import Window, idle_cost, record_session
+    from greenloop.status import serve_or_wake
+
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    record_session(ledger, "a", 0.0, Window(cpu_seconds=73.0, wall_seconds=3601.0),
+                   Window(cpu_seconds=1.0, wall_seconds=1.0), 1, "constant", "test",
+                   stopped=True, startup_cpu_seconds=12.0)
+    idle = idle_cost(ledger)  # 0.02 CPU-s per idle second: a restart pays after 600 s
+    weekly = serve_or_wake(idle, [0.0, 7 * 86400.0, 14 * 86400.0])
+    # A week idle always on: 0.02 * 604800 = 12096 CPU-s; wake: 600 s idle (12) + 12.
+    assert weekly is not None and "median 7.0 d over 2" in weekly
+    assert "12096.00 CPU-s per arrival always on, 24.00 with `wake`" in weekly
+    assert "`greenloop wake` costs less here" in weekly
+    # Files a minute apart: the linger never runs out, both cost the same idle.
+    busy = serve_or_wake(idle, [0.0, 60.0, 120.0, 180.0])
+    assert busy is not None and "1.20 CPU-s per arrival always on, 1.20 with" in busy
+    assert "an always-on `serve` costs the same or less here" in busy
+    # Nothing to judge by: no gap, or no measured start-up.
+    assert serve_or_wake(idle, [5.0]) is None
+    assert serve_or_wake(None, [0.0, 60.0]) is None
