@@ -257,6 +257,26 @@ def iso_quality(task: str, policy: list[dict[str, Any]],
     return out
 
 
+def hindsight_choice(task: str, metered: dict[str, tuple[float, float]],
+                     screened: dict[str, float]) -> dict[str, Any] | None:
+    """What a user who had watched these batches would run: the cheapest metered run
+    (`metered`: name -> (mean quality, mean energy)) within tolerance of the best quality
+    any run reached, metered or only screened (`screened`: name -> quality). Chosen on
+    the reported batches themselves, so a pick in hindsight, never a tuned setting.
+    None when nothing is metered."""
+    qualities = {n: q for n, (q, _) in metered.items()} | screened
+    finite = {n: q for n, q in qualities.items() if not math.isnan(q)}
+    if not finite:
+        return None
+    pick = max if task == "classification" else min
+    best = pick(finite, key=lambda n: (finite[n], n))
+    choice = cheapest_within(task, finite[best], metered)
+    if choice is None:
+        return None
+    return {"choice": choice, "quality": metered[choice][0], "energy_kwh": metered[choice][1],
+            "best": best, "best_quality": finite[best]}
+
+
 def unmetered_matches(task: str, policy_quality: dict[str, float],
                       metered: dict[str, tuple[float, float]],
                       screened_cost: dict[str, tuple[float, float]]) -> list[str]:
@@ -349,7 +369,7 @@ def naive_prequential(task: str, target: str, batches: Sequence[_Arrived], from_
 
 __all__ = ["BASELINE", "BASELINE_CHOICES", "DEFAULT_POLICIES", "BatchPoint", "EnergyRow",
            "attribute_energy", "batch_curve", "better", "cheapest_within", "compare_runs",
-           "curve_records", "iso_quality", "mean_spread", "mean_summary", "naive_prequential",
-           "overhead_share", "pareto_frontier", "ratios", "read_energy_rows",
+           "curve_records", "hindsight_choice", "iso_quality", "mean_spread", "mean_summary",
+           "naive_prequential", "overhead_share", "pareto_frontier", "ratios", "read_energy_rows",
            "seconds_per_batch", "unmetered_matches", "window_summary", "windowed",
            "within_tolerance"]

@@ -21,6 +21,7 @@ from greenloop.compare import (
     batch_curve,
     compare_runs,
     curve_records,
+    hindsight_choice,
     iso_quality,
     mean_spread,
     mean_summary,
@@ -28,6 +29,7 @@ from greenloop.compare import (
     read_energy_rows,
     seconds_per_batch,
     windowed,
+    within_tolerance,
 )
 from greenloop.data import BatchRejected
 from greenloop.policy import periodic_variants
@@ -191,6 +193,7 @@ def write_compare(rt: Runtime, runs: dict[str, list[dict]], curves: dict[str, li
                    "drift_html_reports": drift_reports},
         "curves": {p: f"curves/{p}.csv" for p in runs}, "report_dir": str(folder),
     }
+    result["hindsight"] = hindsight(rt.cfg.data.task, result)
     for p, entry in iso.items():  # per policy too, as `policies.<p>.iso_quality`
         policies[p] = {**policies[p], "iso_quality": entry}
     if from_batch:
@@ -259,6 +262,48 @@ def served_lines(r: dict[str, Any]) -> list[str]:
             f"{_f(100 * (s['idle_share_of_core'] or float('nan')), '.2f')}% of a core.", ""]
 
 
+def hindsight(task: str, r: dict[str, Any]) -> dict[str, Any] | None:
+    """`hindsight_choice` over this comparison, with the default policy's cost against it."""
+    metered = {p: (s["prequential"], s["energy_kwh"]["total"]) for p, s in r["policies"].items()}
+    screened = {n: b["quality"] for n, b in r["baselines"].items()
+                if b["status"] == "screened" and b.get("quality") is not None}
+    out = hindsight_choice(task, metered, screened)
+    default = r["config"]["default_policy"]
+    if out is None or default not in metered:
+        return out
+    ratio = metered[default][1] / out["energy_kwh"] if out["energy_kwh"] else math.nan
+    return {**out, "default": default, "default_energy_ratio": ratio,
+            "default_within": within_tolerance(task, metered[default][0], out["best_quality"])}
+
+
+def run_config(name: str) -> dict[str, Any]:
+    """The `policy:` section that runs `name` (a policy, or a periodic variant)."""
+    return variant_knobs(name) if name.startswith("periodic-") else {"name": name}
+
+
+def hindsight_lines(r: dict[str, Any]) -> list[str]:
+    h = r.get("hindsight")
+    if not h:
+        return []
+    m = r["metric"]
+    lines = ["## In hindsight: what to run on this stream", "",
+             f"The best {m} any run reached here: {_f(h['best_quality'], '.4f')} "
+             f"(`{h['best']}`). The cheapest metered run within tolerance of it: "
+             f"**`{h['choice']}`**, {_f(h['quality'], '.4f')}, "
+             f"{_f(h['energy_kwh'] * 1000, '.3f')} Wh."]
+    if "default" in h:
+        verdict = ("within tolerance of the best" if h["default_within"]
+                   else "**not** within tolerance of the best")
+        lines[-1] += (f" The default policy `{h['default']}` costs "
+                      f"{_f(h['default_energy_ratio'], '.2f')}× that and is {verdict}.")
+    lines += ["", "This is chosen on the very batches reported above: a pick in hindsight, "
+              "not a tuned setting. `greenloop tune --prefix` chooses from a prefix of the "
+              "stream only. To run it from now on, the config's `policy:` section:", "",
+              "```yaml", yaml.safe_dump({"policy": run_config(h["choice"])},
+                                         sort_keys=False).rstrip(), "```"]
+    return lines
+
+
 def markdown(r: dict[str, Any]) -> str:
     m, seeds = r["metric"], r["seeds"]
     spread = r.get("spread", {})
@@ -273,7 +318,7 @@ def markdown(r: dict[str, Any]) -> str:
              f"Metric: prequential {m} (test-then-train, row-weighted over post-bootstrap "
              f"batches){' — lower is better' if m == 'mae' else ''}. "
              f"{'Mean ± sample std over ' + str(seeds) + ' seeds.' if seeds > 1 else 'One run.'}",
-             "", *iso_lines(r), "", "## All metered runs", "",
+             "", *iso_lines(r), "", *hindsight_lines(r), "", "## All metered runs", "",
              f"Ratios against `{r['baseline']}` (all history, every batch).", "",
              f"| policy | {m} | Δ vs {r['baseline']} | decisions skip/ft/retrain "
              "| energy Wh (total) | energy Wh (train) | CPU-s | wall s | s / batch "

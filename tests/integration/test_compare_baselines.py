@@ -72,6 +72,15 @@ def test_compare_baselines_iso_quality(prefect_harness, home: Path) -> None:
     md = (home / "reports" / "compare-synth" / "compare.md").read_text()
     assert md.index("Iso-quality ratio") < md.index("All metered runs")
     assert "| naive | no model |" in md
+    # the hindsight pick: the cheapest metered run near the best quality, with its config
+    pick = data["hindsight"]
+    assert pick["choice"] in data["policies"]
+    picked_kwh = data["policies"][pick["choice"]]["energy_kwh"]["total"]
+    cheaper_ok = [p for p, s in data["policies"].items()
+                  if s["energy_kwh"]["total"] < picked_kwh
+                  and within_tolerance("classification", s["prequential"], pick["best_quality"])]
+    assert cheaper_ok == []
+    assert md.index("In hindsight") < md.index("All metered runs") and "```yaml" in md
     assert result["iso_quality"]["gated"]["baseline"] == iso["baseline"]
 
     # every policy in its own namespace; the production model is never touched

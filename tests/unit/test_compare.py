@@ -15,6 +15,7 @@ from greenloop.compare import (
     cheapest_within,
     compare_runs,
     curve_records,
+    hindsight_choice,
     iso_quality,
     mean_spread,
     mean_summary,
@@ -251,3 +252,22 @@ def test_unmetered_matches_asks_for_a_cheaper_variant_when_the_metered_match_fel
     mae = unmetered_matches("regression", {"gated": 50.0}, {"periodic-e1-wall": (49.0, 9e6)},
                             {"periodic-e2-wall": (50.5, 4e6), "periodic-e8-w4": (60.0, 1e5)})
     assert mae == ["periodic-e2-wall"]
+
+
+def test_hindsight_picks_the_cheapest_metered_run_near_the_best_quality_seen() -> None:
+    metered = {"gated": (0.800, 3.0), "periodic-e1-wall": (0.803, 20.0),
+               "periodic-e8-w16": (0.797, 2.0), "never": (0.748, 0.5)}
+    # The best is only screened (0.806): within 0.5 points of it are 0.803 only.
+    out = hindsight_choice("classification", metered, {"periodic-e4-wall": 0.806})
+    assert out == {"choice": "periodic-e1-wall", "quality": 0.803, "energy_kwh": 20.0,
+                   "best": "periodic-e4-wall", "best_quality": 0.806}
+    # Without it the best is 0.803: gated (0.800) is within 0.5 points and cheaper.
+    out = hindsight_choice("classification", metered, {})
+    assert out is not None and out["choice"] == "gated" and out["best"] == "periodic-e1-wall"
+    # MAE: lower is better, 2% of the best.
+    mae = {"gated": (48.75, 0.20), "periodic-e1-wall": (48.28, 0.35), "finetune": (89.1, 0.02)}
+    out = hindsight_choice("regression", mae, {"periodic-e2-wall": 48.86})
+    assert out is not None and out["choice"] == "gated" and out["best_quality"] == 48.28
+    # A NaN quality is never best; nothing metered: no pick.
+    assert hindsight_choice("classification", {}, {"periodic-e1-w4": 0.9}) is None
+    assert hindsight_choice("classification", {"gated": (math.nan, 1.0)}, {}) is None
