@@ -76,7 +76,7 @@ def serve_or_wake(idle: IdleCost | None, received_at: list[float]) -> str | None
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     if not gaps:
         return None
-    rate = idle.idle_cpu_seconds / (idle.idle_hours * 3600)
+    rate = idle.idle_cpu_share_of_core  # CPU-s per idle second
     costs = [gap_cpu_seconds(g, idle.startup_cpu_seconds, rate) for g in gaps]
     always_on, woken = sum(c[0] for c in costs), sum(c[1] for c in costs)
     better = ("`greenloop wake` costs less here" if woken < always_on * 0.95 else
