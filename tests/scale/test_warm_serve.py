@@ -86,7 +86,13 @@ def test_arrivals_run_warm_in_serve_and_are_billed_whole(tmp_path: Path) -> None
         serve.stop()
 
     cpu_s, wall_s = service[0]
-    assert cpu_s > 0 and wall_s > 0  # the hand-over and the server's share, measured
+    assert wall_s > 0
+    # The hand-over and the server's share, measured. One arrival's share (its window
+    # less its phases, clamped at 0) is a few 10-ms clock ticks and came out 0.0 once in
+    # CI on a busy host; over the five arrivals it cannot.
+    total = ledger_rows(home, "SELECT SUM(cpu_seconds), COUNT(*) FROM energy "
+                              "WHERE phase='service'")[0]
+    assert total[1] == 5 and total[0] > 0
     session = ledger_rows(home, "SELECT cpu_seconds, wall_seconds, batches, batch_cpu_seconds,"
                                 " stopped_at FROM service_sessions")
     assert len(session) == 1
