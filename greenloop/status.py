@@ -42,9 +42,10 @@ def unaccounted_arrivals(ledger: Ledger, model: str, dataset: str, ws: Workspace
     return [p for p in files if content_hash(p) not in known]
 
 
-def standing_cost(ledger: Ledger) -> str:
-    """The served mode's idle cost (greenloop/service.py), or why there is none."""
-    idle = idle_cost(ledger)
+def standing_cost(ledger: Ledger, idle: IdleCost | None = None) -> str:
+    """The served mode's idle cost (greenloop/service.py), or why there is none. `idle`:
+    already read from `ledger` by the caller (read here when not given)."""
+    idle = idle if idle is not None else idle_cost(ledger)
     if idle is None:
         return "service: never served here (`greenloop serve` records its standing cost)"
     return (f"service: {idle.sessions} session(s), {idle.hours:.2f} h served, "
@@ -145,9 +146,10 @@ def render_status(config: str, policy: str | None, home: str | None, history: bo
         reason = b.reason or ""
         t.add_row(str(b.seq), b.status, b.decision or "", reason[:70], q, str(b.version or ""))
     out.print(t)
-    out.print(standing_cost(ledger))
+    idle = idle_cost(ledger)  # read once: the standing cost and the advice both use it
+    out.print(standing_cost(ledger, idle))
     arrived = ledger.query("SELECT received_at FROM batches WHERE model=?", (name,))
-    advice = serve_or_wake(idle_cost(ledger), [r["received_at"] for r in arrived])
+    advice = serve_or_wake(idle, [r["received_at"] for r in arrived])
     if advice:
         out.print(advice)
     if history:
