@@ -29,9 +29,8 @@ from greenloop.steps import (
     drift_null,
     judge,
     quality_se,
-    train_candidate,
-    training_rows,
 )
+from greenloop.window import train_for
 
 
 @dataclass(frozen=True)
@@ -152,8 +151,10 @@ def step(inp: StepInput, cfg: GreenloopConfig, schema: Schema, policy: Policy,
         return StepOutcome(quality_before, drift, decision, reference)
     seed = cfg.model.seed + inp.batch.seq
     with edges.phase("train", decision.action):
-        rows = training_rows(decision.action, inp.batch, inp.history, cfg, seed)
-        candidate = train_candidate(decision.action, champion, rows, schema, cfg, seed)
+        trained = train_for(decision.action, champion, inp.batch, inp.history, schema, cfg,
+                            seed)
+    if trained.note:
+        decision = Decision(decision.action, f"{decision.reason}; {trained.note}")
     with edges.phase("evaluate", decision.action):
         window = reference or inp.history[-cfg.drift.reference_batches:]
         if cfg.policy.forgetting_tolerance is None:
@@ -161,9 +162,10 @@ def step(inp: StepInput, cfg: GreenloopConfig, schema: Schema, policy: Policy,
             # champion's window: after a concept change that window would refuse every
             # candidate that adapted, and stay the champion's for ever.
             window = inp.history[-cfg.drift.reference_batches:]
-        verdict = judge(candidate, champion, inp.batch.holdout,
+        verdict = judge(trained.candidate, champion, inp.batch.holdout,
                         concat([b.holdout for b in window]), cfg)
-    return StepOutcome(quality_before, drift, decision, reference, len(rows), candidate, verdict)
+    return StepOutcome(quality_before, drift, decision, reference, trained.rows,
+                       trained.candidate, verdict)
 
 
 def _reference_quality(inp: StepInput, quality_before: float) -> float:

@@ -67,7 +67,8 @@ def training_rows(action: Action, new: Batch, history: list[Batch], cfg: Greenlo
         # scheduled pipeline, with its own window (all history by default).
         n = cfg.policy.periodic_window_batches if cfg.policy.name == "periodic" \
             else t.retrain_window_batches
-        window = history if n is None else history[-n:]
+        # "auto" without a race (greenloop/window.py) is all history, as before it existed.
+        window = history if n is None or n == "auto" else history[-n:]
         return concat([b.train for b in window] + [new.train])
     if action == "finetune":
         pool = concat([b.train for b in history[-t.replay_batches:]]) if t.replay_batches else None
@@ -129,11 +130,30 @@ def judge(candidate: TabularModel, champion: TabularModel | None, recent: pd.Dat
                        cand_r, champ_r, cand_f, champ_f, pooled)
     why = refusal(p.forgetting_tolerance, forgot, candidate, champion, reference, cfg) \
         if len(reference) else None
-    if why:
+    moved = present_wins(candidate, champion, recent, cfg) \
+        if why and p.forgetting_tolerance is None else None
+    if why and not moved:
         return Verdict(False, f"candidate forgot: reference holdout worse {why}",
                        cand_r, champ_r, cand_f, champ_f, pooled)
+    note = f"; forgot {why}, but {moved}: the stream has moved" if moved else ""
     return Verdict(True, f"recent {cand_r:.3f} vs {champ_r:.3f}, reference {cand_f:.3f} vs "
-                         f"{champ_f:.3f}", cand_r, champ_r, cand_f, champ_f, pooled)
+                         f"{champ_f:.3f}{note}", cand_r, champ_r, cand_f, champ_f, pooled)
+
+
+def present_wins(candidate: TabularModel, champion: TabularModel, recent: pd.DataFrame,
+                 cfg: GreenloopConfig) -> str | None:
+    """Why the candidate's forgetting is overruled, or None: the champion is
+    significantly worse than it on the new batch's holdout (the same paired test).
+
+    When the two tests disagree, both significant, the recent batches hold a concept
+    the new batch no longer follows (friedman-drift's concept returning, a regime
+    ending): keeping the champion would keep the past. Measured on the suite (docs/
+    suite.md, twelfth session): the default's quality rose or stayed on every stream."""
+    target = cfg.data.target
+    test = paired_worse(cfg.data.task, row_losses_of(champion, recent, target),
+                        row_losses_of(candidate, recent, target))
+    return f"the champion is worse on this batch (paired test: {test.reason})" \
+        if test.worse else None
 
 
 def refusal(tolerance: float | None, drop: float, candidate: TabularModel,
@@ -233,5 +253,5 @@ def quality_gain(task: str, verdict: Verdict) -> float:
 
 
 __all__ = ["Batch", "Verdict", "concat", "drift_null", "judge", "make_batch", "not_finite",
-           "quality_gain", "quality_se", "raw_outputs", "refusal", "row_losses_of",
+           "present_wins", "quality_gain", "quality_se", "raw_outputs", "refusal", "row_losses_of",
            "train_candidate", "training_rows"]

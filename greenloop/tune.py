@@ -109,14 +109,15 @@ def spread_pick(items: Sequence[Any], budget: int) -> list[Any]:
     return [items[round(i * step)] for i in range(budget)]
 
 
-# The full-retrain window a policy setting may use: all history, or the last 16 / 8
-# batches — what periodic's window search gets, the policy gets too.
-RETRAIN_WINDOWS: tuple[int | None, ...] = (None, 16, 8)
+# The full-retrain window a policy setting may use: all history (the default), the race
+# of all history against the last 8 ("auto"), or the last 16 / 8 batches — what
+# periodic's window search gets, the policy gets too.
+RETRAIN_WINDOWS: tuple[int | str | None, ...] = (None, "auto", 16, 8)
 
 
 def calibrated_points() -> list[dict[str, Any]]:
     """The self-calibrating defaults (no threshold set: the stream's own noise units),
-    with each retrain window."""
+    with each retrain window; the first is the data-only default itself."""
     return [{} if w is None else {"retrain_window_batches": w} for w in RETRAIN_WINDOWS]
 
 

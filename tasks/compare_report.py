@@ -227,7 +227,9 @@ def _f(v: float | None, fmt: str) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
 
 
-def _window(n: int | None) -> str:
+def _window(n: int | str | None) -> str:
+    if n == "auto":
+        return "all history or the last 8 batches, whichever predicts the recent holdouts better"
     return f"the last {n} batches" if n else "all history"
 
 

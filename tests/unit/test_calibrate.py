@@ -297,3 +297,39 @@ def test_drift_null_stops_at_the_first_reference_share_that_reaches_the_batch() 
     _NULL_CACHE.clear()
     drift_null(reference, schema, cfg, enough=0.0)
     assert drift_null(reference, schema, cfg, enough=2.0) == full
+
+
+def test_a_candidate_that_forgot_is_promoted_only_when_this_batch_says_the_stream_moved() -> None:
+    """Champion learned y = sign(a); the candidate learned the flipped concept. On the
+    recent batches (the old concept) the candidate forgot. If the new batch follows the
+    flipped concept, the champion is significantly worse there and the candidate is
+    promoted with the reason; if the new batch follows the old concept, it is refused."""
+    from greenloop.config import GreenloopConfig, ModelConfig
+    from greenloop.data import Schema
+    from greenloop.model import TabularModel
+    from greenloop.steps import judge
+    from greenloop.train import fit
+
+    rng = np.random.default_rng(8)
+    schema = Schema("y", ("a",), (), ())
+
+    def concept(n: int, flipped: bool) -> pd.DataFrame:
+        a = rng.normal(size=n)
+        return pd.DataFrame({"a": a, "y": np.where((a > 0) != flipped, "pos", "neg")})
+
+    def trained(frame: pd.DataFrame) -> TabularModel:
+        model = TabularModel.create(frame, schema, "classification", ModelConfig(hidden=[8]), 0)
+        fit(model, frame, "y", RecipeConfig(epochs=30, lr=0.01), seed=0)
+        return model
+
+    champion, candidate = trained(concept(300, False)), trained(concept(300, True))
+    cfg = GreenloopConfig.model_validate({"name": "t", "data": {
+        "path": "x.csv", "target": "y", "task": "classification", "batch_rows": 10}})
+    recent_batches = concept(200, False)
+    moved = judge(candidate, champion, concept(60, True), recent_batches, cfg)
+    assert moved.promote and "the stream has moved" in moved.reason
+    stayed = judge(candidate, champion, concept(60, False), recent_batches, cfg)
+    assert not stayed.promote  # worse on this batch too: refused before forgetting
+    fixed = cfg.model_copy(update={"policy": cfg.policy.model_copy(
+        update={"forgetting_tolerance": 0.05, "promote_tolerance": 0.0})})
+    assert not judge(candidate, champion, concept(60, True), recent_batches, fixed).promote

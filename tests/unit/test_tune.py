@@ -123,11 +123,12 @@ def test_bad_requests_name_the_problem() -> None:
 
 
 def test_budget_spreads_over_each_family() -> None:
-    # The calibrated defaults first, with each retrain window, then the 27 fixed points.
-    assert len(gated_grid()) == 30 and gated_grid()[:3] == [
-        {}, {"retrain_window_batches": 16}, {"retrain_window_batches": 8}]
+    # The calibrated defaults first (all history, the race, 16, 8), then the 27 fixed points.
+    assert len(gated_grid()) == 31 and gated_grid()[:4] == [
+        {}, {"retrain_window_batches": "auto"}, {"retrain_window_batches": 16},
+        {"retrain_window_batches": 8}]
     picked = policy_points(5)
-    assert picked[:3] == gated_grid()[:3] and len(picked) == 5
+    assert picked[:4] == gated_grid()[:4] and len(picked) == 5
     assert spread_pick(list(range(16)), 4) == [0, 5, 10, 15]
     assert spread_pick(list(range(3)), 10) == [0, 1, 2]
     assert spread_pick(list(range(16)), 1) == [0]
