@@ -36,6 +36,7 @@ from tasks.compare_report import (
     warm_up,
     write_compare,
 )
+from tasks.reporting import progress
 from tasks.runtime import Runtime, get_runtime
 
 
@@ -90,7 +91,9 @@ def compare(config: str, policies: list[str] | None = None, seeds: int = 1,
     batches, schema = load_stream(rt.cfg, rt.source_path)
     from_seq = from_batch or 0
     variants = [v for v in periodic_variants() if v not in names]
-    screened = screen_variants(rt.cfg, batches, schema, variants, from_seq)
+    # Screening is most of a long compare's wall time (Elec2: ~25 min): show it.
+    screened = {v: screen_variants(rt.cfg, batches, schema, [v], from_seq)[v]
+                for v in progress(variants, f"{rt.cfg.name} · screening schedules")}
     own = {p: screen(with_knobs(rt.cfg, name=p), batches, schema, p, from_seq).quality
            for p in names if p in ("gated", "cost-aware")} if baselines == "iso" else {}
     metered = list(dict.fromkeys(names + to_meter(rt, screened, own, baselines)))
