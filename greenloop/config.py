@@ -82,7 +82,8 @@ class TrainConfig(_Strict):
     # "auto": with calibrated thresholds, a full retrain races all history against the
     # last 8 batches and keeps the clearly better on the recent holdouts (greenloop/
     # window.py); with fixed thresholds it is all history. Not the default: on the suite
-    # it gained 2-5 points on concept changes and lost friedman-drift's (docs/suite.md).
+    # it gained up to 2 points on concept changes and lost 9% of friedman-drift's MAE
+    # (docs/suite.md, run 10).
     retrain_window_batches: int | Literal["auto"] | None = Field(
         default=None, description="full retrain on the last N batches; null = all history; "
                                   "auto = race the two"
