@@ -20,7 +20,6 @@ Pure: models and frames in, a model and a sentence out.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,14 +58,6 @@ def window_rows(new: Batch, history: list[Batch], window: int | None) -> pd.Data
     return concat([b.train for b in chosen] + [new.train])
 
 
-def mean_loss(model: TabularModel, holdout: pd.DataFrame, target: str) -> float:
-    """Mean per-row loss (error rate or MAE); infinite when a prediction is not finite."""
-    losses = row_losses_of(model, holdout, target)
-    if not len(losses):
-        return math.nan
-    return float(np.mean(losses)) if np.isfinite(losses).all() else math.inf
-
-
 def train_for(action: Action, champion: TabularModel | None, new: Batch,
               history: list[Batch], schema: Schema, cfg: GreenloopConfig,
               seed: int) -> Trained:
@@ -86,14 +77,14 @@ def train_for(action: Action, champion: TabularModel | None, new: Batch,
     # The recent window must win clearly: all history significantly worse on the same
     # rows (the promotion check's paired test). Picking the lower of two noisy means
     # would follow noise on small holdouts, and all history is the choice without a race.
+    recent_losses = row_losses_of(recent_model, holdout, target)
     test = paired_worse(cfg.data.task, row_losses_of(all_model, holdout, target),
-                        row_losses_of(recent_model, holdout, target))
-    recent_wins = test.worse and math.isfinite(mean_loss(recent_model, holdout, target))
+                        recent_losses)
+    recent_wins = test.worse and bool(np.isfinite(recent_losses).all())
     label = f"last {AUTO_WINDOW_BATCHES} batches" if recent_wins else "all history"
     note = (f"trained on {label} (all {len(history) + 1} batches against the last "
             f"{AUTO_WINDOW_BATCHES} on the recent holdouts: all history's {test.reason})")
     return Trained(recent_model if recent_wins else all_model, rows, note)
 
 
-__all__ = ["AUTO_WINDOW_BATCHES", "Trained", "mean_loss", "racing", "train_for",
-           "window_rows"]
+__all__ = ["AUTO_WINDOW_BATCHES", "Trained", "racing", "train_for", "window_rows"]
