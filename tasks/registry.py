@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 
 from greenloop.energy import Reading
@@ -22,6 +23,18 @@ from tasks.tracking import DatasetRef, RegisteredModelMissing
 DRIFT_SCORES_LOGGED = 20  # per-column drift scores per run: the most drifted columns
 
 
+# MLflow's metric names: word characters, `_ - . :` and space, and `/` where it makes no
+# path. A column may be called anything (`price (USD)`): a name MLflow refuses failed the
+# whole batch's run before, so everything else becomes `_`.
+_NOT_IN_METRIC_NAMES = re.compile(r"[^\w.\- :]")
+MAX_METRIC_NAME = 250  # MLflow's limit on a key
+
+
+def score_key(column: str) -> str:
+    """The metric name of a column's drift score."""
+    return f"drift_score.{_NOT_IN_METRIC_NAMES.sub('_', column)}"[:MAX_METRIC_NAME]
+
+
 def _metrics(rt: Runtime, work: Work) -> dict[str, float]:
     m = metric_name(rt.cfg.data.task)
     labelled = labelled_rows(work.batch, rt.cfg)
@@ -33,7 +46,7 @@ def _metrics(rt: Runtime, work: Work) -> dict[str, float]:
         out["drift_share"] = work.drift.share
         out["drifted_columns"] = work.drift.n_drifted
         top = work.drift.top_scores(DRIFT_SCORES_LOGGED)
-        out.update({f"drift_score.{c}": v for c, v in top.items()})
+        out.update({score_key(c): v for c, v in top.items()})
     if work.verdict is not None:
         out[f"{m}_after"] = work.verdict.candidate_recent
         out[f"{m}_champion_holdout"] = work.verdict.champion_recent

@@ -30,6 +30,7 @@ from mlflow.exceptions import MlflowException, RestException  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT as DATASET_CONTEXT_TAG  # noqa: E402
 
 from greenloop.model import TabularModel  # noqa: E402
+from tasks.mlflow_onewrite import sql_store, write_finished_run  # noqa: E402
 from tasks.mlflow_sqlite import use_wal  # noqa: E402
 
 CHAMPION = "champion"
@@ -79,6 +80,7 @@ class Tracker:
             self.experiment_id = exp.experiment_id
         self._registered: set[str] = set()  # registered models known to exist
         self._last_run: tuple[str, str] = ("", "")  # (run id, artifact URI) from log_run
+        self._sql = sql_store(self.client)  # None for a tracking server over HTTP
         self._aliases: dict[str, int] = {}  # the champion this process last read or set
 
     def log_run(self, name: str, params: dict[str, Any], metrics: dict[str, float],
@@ -89,23 +91,37 @@ class Tracker:
         all_tags = {k: str(v)[:5000] for k, v in tags.items()}
         if parent_run_id:
             all_tags[PARENT_TAG] = parent_run_id
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
-        run_id = run.info.run_id
-        self._last_run = (run_id, run.info.artifact_uri)
-        from mlflow.entities import Metric, Param
-
-        ts = int(run.info.start_time)
-        self.client.log_batch(  # the tags went in with create_run
-            run_id,
-            metrics=[Metric(k, float(v), ts, 0) for k, v in metrics.items() if _finite(v)],
-            params=[Param(k, str(v)[:6000]) for k, v in params.items()],
-        )
-        if datasets:
-            self.client.log_inputs(run_id, [d.as_input() for d in datasets])
+        params_text = {k: str(v)[:6000] for k, v in params.items()}
+        finite = {k: float(v) for k, v in metrics.items() if _finite(v)}
+        inputs = [d.as_input() for d in datasets]
+        if self._sql is not None:  # one transaction instead of four (tasks/mlflow_onewrite.py)
+            now_ms = int(time.time() * 1000)
+            run_id, artifact_uri = write_finished_run(
+                self._sql, self.experiment_id, name, all_tags, params_text, finite, inputs,
+                now_ms, now_ms)
+        else:
+            run_id, artifact_uri = self._log_run_by_client(name, all_tags, params_text,
+                                                           finite, inputs)
+        self._last_run = (run_id, artifact_uri)
         for path in artifacts:
             self.client.log_artifact(run_id, str(path))
-        self.client.set_terminated(run_id)
         return run_id
+
+    def _log_run_by_client(self, name: str, tags: dict[str, str], params: dict[str, str],
+                           metrics: dict[str, float], inputs: list[DatasetInput]
+                           ) -> tuple[str, str]:
+        """The same run through `MlflowClient` (a tracking server over HTTP)."""
+        from mlflow.entities import Metric, Param
+
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        run_id = run.info.run_id
+        ts = int(run.info.start_time)
+        self.client.log_batch(run_id, metrics=[Metric(k, v, ts, 0) for k, v in metrics.items()],
+                              params=[Param(k, v) for k, v in params.items()])
+        if inputs:
+            self.client.log_inputs(run_id, inputs)
+        self.client.set_terminated(run_id)
+        return run_id, run.info.artifact_uri
 
     def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         """More metrics on an existing run (the served mode's whole-window bill)."""
