@@ -18,6 +18,7 @@ from greenloop.data import BatchRejected, content_hash, read_table, validate_bat
 from greenloop.faults import checkpoint
 from greenloop.locks import model_lock
 from greenloop.workspace import OutsideWorkspace
+from tasks import handoff
 from tasks.quoted import quoted_task
 from tasks.runtime import Runtime
 from tasks.versioning import dvc_add, ensure_repo
@@ -108,9 +109,10 @@ def durable_write(frame: pd.DataFrame, path: Path) -> None:
     disk before the caller records the batch as `accepted`, so a machine crash (power,
     kernel) cannot leave an accepted row pointing at an empty or missing file.
 
-    The update then reads this file back, even in the process that wrote it: a model
-    learns only from the bytes DVC versioned, and a file damaged after acceptance fails
-    its update (retried, then dead-lettered) instead of training on a copy in memory."""
+    The update learns only from the bytes DVC versioned: a file damaged after acceptance
+    fails its update (retried, then dead-lettered) instead of training on a copy in
+    memory. The frame written here is handed over only while the file still hashes to
+    DVC's md5 (tasks/handoff.py)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -175,11 +177,14 @@ def _ingest(rt: Runtime, path: str, recovery: bool = False) -> Ingested:
             return Ingested(digest, seq, status, duplicate=True)
         checkpoint("ingest")
         accepted = rt.ws.accepted(rt.cfg.name) / f"{digest[:24]}.parquet"
-        if not accepted.exists() or accepted.stat().st_size == 0:
+        wrote = not accepted.exists() or accepted.stat().st_size == 0
+        if wrote:
             accepted.parent.mkdir(parents=True, exist_ok=True)
             durable_write(frame, accepted)
         ensure_repo(rt.ws.home)
         md5 = dvc_add(rt.ws.home, accepted)
+        if wrote:  # the update may take this frame if the file still has these bytes
+            handoff.keep(md5, frame)
         rt.ledger.update_batch(rt.model_name, digest, status="accepted", rows=len(frame),
                                accepted_path=str(accepted.relative_to(rt.ws.home)), dvc_md5=md5,
                                error=None)

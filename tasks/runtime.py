@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from greenloop.columnar import read_parquet
 from greenloop.config import GreenloopConfig, load_config
 from greenloop.data import Schema, infer_schema, read_table
 from greenloop.energy import Meter
@@ -24,6 +23,7 @@ from greenloop.model import TabularModel
 from greenloop.policy import Policy, make_policy
 from greenloop.steps import Batch, make_batch
 from greenloop.workspace import Workspace
+from tasks import handoff
 from tasks.tracking import Tracker
 
 
@@ -95,9 +95,11 @@ class Runtime:
     def tracker(self) -> Tracker:
         return Tracker(self.tracking_uri, self.experiment, self.ws.artifacts)
 
-    def batch(self, digest: str, seq: int, accepted_path: str) -> Batch:
+    def batch(self, digest: str, seq: int, accepted_path: str, md5: str | None = None) -> Batch:
+        """An accepted batch; `md5`, DVC's hash of its file, lets a frame this process
+        wrote be handed over instead of decoded again (tasks/handoff.py)."""
         if digest not in self.frames:
-            frame = read_parquet(self.ws.home / accepted_path)
+            frame = handoff.load(self.ws.home / accepted_path, md5)
             self.frames[digest] = make_batch(seq, digest, frame, self.cfg.train.holdout_fraction)
         return self.frames[digest]
 
