@@ -55,23 +55,54 @@ DISTANCE_TESTS = frozenset({"wasserstein", "psi", "kl_div", "jensenshannon", "he
                             "TVD", "ed"})
 
 
-def detect(reference: pd.DataFrame, current: pd.DataFrame, schema: Schema,
+@dataclass(frozen=True)
+class Reference:
+    """A reference window prepared for the vectorised numeric tests. The window changes
+    only when the champion does, while every batch is tested against it: its numeric
+    block, sorted (Wasserstein) and its spread are computed once, not per batch (on a
+    500-column stream, most of a quiet batch's drift check)."""
+
+    frame: pd.DataFrame
+    block: np.ndarray | None = None  # features x rows, NaN where missing
+    n: np.ndarray | None = None  # values per feature
+    sorted_block: np.ndarray | None = None  # each row sorted, NaN last (Wasserstein)
+    std: np.ndarray | None = None  # population std per feature (Wasserstein's norm)
+
+
+def prepare_reference(frame: pd.DataFrame, schema: Schema, cfg: DriftConfig) -> Reference:
+    numeric = list(schema.numeric)
+    if cfg.method not in VECTORISED_METHODS or not numeric:
+        return Reference(frame)
+    return _prepared(frame, _float_block(frame, numeric), cfg.method)
+
+
+def _prepared(frame: pd.DataFrame, block: np.ndarray, method: str) -> Reference:
+    n = (~np.isnan(block)).sum(axis=1)
+    if method == "wasserstein":
+        return Reference(frame, block, n, np.sort(block, axis=1), _population_std(block, n))
+    return Reference(frame, block, n)
+
+
+def detect(reference: pd.DataFrame | Reference, current: pd.DataFrame, schema: Schema,
            cfg: DriftConfig) -> DriftResult:
-    """Per-feature drift of `current` against `reference`; share = drifted / tested.
+    """Per-feature drift of `current` against `reference` (a frame, or one prepared by
+    `prepare_reference` with the same schema and config); share = drifted / tested.
 
     A column with no value on either side is not tested. Numeric columns under the
     Wasserstein (normed) or KS test are computed all at once (`numeric_drift`, the same
     values as Evidently's per-column call); other tests and categorical columns call
     Evidently's registered test column by column.
     """
+    ref = reference if isinstance(reference, Reference) \
+        else prepare_reference(reference, schema, cfg)
+    reference = ref.frame
     numeric = list(schema.numeric)
     per_column = list(schema.categorical)
     scores: dict[str, float] = {}
     flags: dict[str, bool] = {}
     if cfg.method in VECTORISED_METHODS and numeric:
-        score, drifted, tested = numeric_drift(
-            _float_block(reference, numeric), _float_block(current, numeric), cfg.method,
-            cfg.threshold)
+        score, drifted, tested = _numeric_drift(ref, _float_block(current, numeric),
+                                                cfg.method, cfg.threshold)
         for col, s, d, t in zip(numeric, score, drifted, tested, strict=True):
             if t:
                 scores[col], flags[col] = float(s), bool(d)
@@ -124,23 +155,31 @@ def numeric_drift(reference: np.ndarray, current: np.ndarray, method: str,
     >= threshold; `ks` is scipy's two-sided `ks_2samp` p-value (method 'auto'),
     drifted when <= threshold.
     """
-    n_ref = (~np.isnan(reference)).sum(axis=1)
+    return _numeric_drift(_prepared(pd.DataFrame(), reference, method), current, method,
+                          threshold)
+
+
+def _numeric_drift(ref: Reference, current: np.ndarray, method: str,
+                   threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    assert ref.block is not None and ref.n is not None
+    n_ref = ref.n
     n_cur = (~np.isnan(current)).sum(axis=1)
     tested = (n_ref > 0) & (n_cur > 0)
     if method == "wasserstein":
-        distance = _wasserstein_by_quantiles(reference, current, n_ref, n_cur, tested)
-        norm = np.maximum(_population_std(reference, n_ref), 0.001)  # Evidently's norm
+        assert ref.sorted_block is not None and ref.std is not None
+        distance = _wasserstein_by_quantiles(ref.sorted_block, current, n_ref, n_cur, tested)
+        norm = np.maximum(ref.std, 0.001)  # Evidently's norm
         score = np.where(tested, distance / norm, np.nan)
         drifted = score >= threshold
     elif method == "ks":
-        score = _ks_pvalues(_pooled_ecdf_counts(reference, current), n_ref, n_cur, tested)
+        score = _ks_pvalues(_pooled_ecdf_counts(ref.block, current), n_ref, n_cur, tested)
         drifted = score <= threshold
     else:
         raise ValueError(f"no vectorised drift test {method!r}; use one of {VECTORISED_METHODS}")
     return score, drifted & tested, tested
 
 
-def _wasserstein_by_quantiles(reference: np.ndarray, current: np.ndarray, n_ref: np.ndarray,
+def _wasserstein_by_quantiles(ref_sorted: np.ndarray, current: np.ndarray, n_ref: np.ndarray,
                               n_cur: np.ndarray, tested: np.ndarray) -> np.ndarray:
     """scipy's first Wasserstein distance, as the integral over u in (0, 1] of
     |F_ref^-1(u) - F_cur^-1(u)|: the same number as the integral of |F_ref - F_cur| over
@@ -148,7 +187,7 @@ def _wasserstein_by_quantiles(reference: np.ndarray, current: np.ndarray, n_ref:
     faster at 500 columns x 1800 rows). Both quantile functions are constant between
     the points i/n_ref and j/n_cur, so the integral is a weighted sum over that grid,
     shared by every feature with the same counts (all of them when nothing is missing)."""
-    ref_sorted = np.sort(reference, axis=1)  # NaN last: the first n_ref[i] are the values
+    # `ref_sorted`: each row sorted, NaN last: the first n_ref[i] are the values.
     cur_sorted = np.sort(current, axis=1)
     out = np.full(len(n_ref), np.nan)
     counts = np.stack([n_ref, n_cur], axis=1)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from greenloop.config import GreenloopConfig
 from greenloop.data import Schema
-from greenloop.drift import DriftResult, detect
+from greenloop.drift import DriftResult
 from greenloop.evaluate import evaluate, relative_drop
 from greenloop.model import TabularModel
 from greenloop.policy import Decision, Observation, Policy
@@ -29,6 +29,7 @@ from greenloop.steps import (
     drift_null,
     judge,
     quality_se,
+    reference_drift,
 )
 from greenloop.window import train_for
 
@@ -134,8 +135,7 @@ def step(inp: StepInput, cfg: GreenloopConfig, schema: Schema, policy: Policy,
                             _reference_quality(inp, quality_before))
         with edges.phase("drift", None):
             reference = reference_window(inp, cfg)
-            drift = detect(concat([b.frame for b in reference]), inp.batch.frame, schema,
-                           cfg.drift)
+            drift = reference_drift(reference, inp.batch.frame, schema, cfg.drift)
             null = _drift_null_if_calibrating(policy, reference, schema, cfg, drift.share)
         decision = _decide(inp, cfg, policy, quality_before, drift, se, null)
     else:

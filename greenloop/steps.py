@@ -19,7 +19,7 @@ import torch
 from greenloop.calibrate import drop_se, paired_worse, row_losses
 from greenloop.config import DriftConfig, GreenloopConfig
 from greenloop.data import Schema
-from greenloop.drift import detect
+from greenloop.drift import DriftResult, Reference, detect, prepare_reference
 from greenloop.evaluate import evaluate, labelled, relative_drop
 from greenloop.model import TabularModel
 from greenloop.policy import Action
@@ -184,8 +184,26 @@ def quality_se(model: TabularModel, frame: pd.DataFrame, target: str,
     return drop_se(model.pre.task, losses, reference_quality) if len(losses) else float("nan")
 
 
-# The reference window changes only when the champion does: its null is computed once
-# (as far as it was needed).
+# The reference window changes only when the champion does: prepared for the drift
+# tests once (kept for the last few windows: a 500-column window is a few MB).
+_REFERENCE_CACHE: dict[tuple[object, ...], Reference] = {}
+_REFERENCE_CACHE_SIZE = 4
+
+
+def reference_drift(reference: list[Batch], current: pd.DataFrame, schema: Schema,
+                    drift_cfg: DriftConfig) -> DriftResult:
+    """`detect` of `current` against the reference batches, the window prepared once."""
+    key = (tuple(b.digest for b in reference), schema, drift_cfg)
+    prepared = _REFERENCE_CACHE.get(key)
+    if prepared is None:
+        if len(_REFERENCE_CACHE) >= _REFERENCE_CACHE_SIZE:
+            _REFERENCE_CACHE.pop(next(iter(_REFERENCE_CACHE)))
+        prepared = _REFERENCE_CACHE[key] = prepare_reference(
+            concat([b.frame for b in reference]), schema, drift_cfg)
+    return detect(prepared, current, schema, drift_cfg)
+
+
+# Its null is computed once too (as far as it was needed).
 _NULL_CACHE: dict[tuple[object, ...], list[float]] = {}
 _NULL_CACHE_SIZE = 64
 

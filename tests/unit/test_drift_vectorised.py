@@ -104,3 +104,32 @@ def test_top_scores_keeps_the_most_drifted_columns_first() -> None:
                            scores={"a": 0.9, "b": 0.06, "c": 0.5, "d": 0.01})
     assert list(p_values.top_scores(3)) == ["d", "b", "c"]  # smaller p-value = more drift
     assert p_values.top_scores(10) == p_values.scores  # fewer columns than the limit: all
+
+
+@pytest.mark.parametrize("method", ["wasserstein", "ks"])
+def test_a_reference_prepared_once_gives_the_same_answer_for_every_batch(method: str) -> None:
+    from greenloop.drift import prepare_reference
+
+    ref, _ = planted(8, 400, 100)
+    cfg = DriftConfig(method=method, threshold=0.1 if method == "wasserstein" else 0.05,
+                      categorical_method="psi")
+    prepared = prepare_reference(ref, SCHEMA, cfg)
+    for seed in (9, 10):  # two batches against the one prepared window
+        cur = planted(seed, 400, 100)[1]
+        assert detect(prepared, cur, SCHEMA, cfg) == detect(ref, cur, SCHEMA, cfg)
+
+
+def test_the_step_prepares_a_reference_window_once() -> None:
+    from greenloop import steps
+
+    ref, cur = planted(11, 300, 100)
+    window = [steps.make_batch(i, f"d{i}", part, 0.2) for i, part in
+              enumerate((ref.iloc[:150].reset_index(drop=True),
+                         ref.iloc[150:].reset_index(drop=True)))]
+    cfg = DriftConfig(method="wasserstein", threshold=0.1, categorical_method="psi")
+    first = steps.reference_drift(window, cur, SCHEMA, cfg)
+    key = (("d0", "d1"), SCHEMA, cfg)
+    prepared = steps._REFERENCE_CACHE[key]
+    assert steps.reference_drift(window, cur, SCHEMA, cfg) == first
+    assert steps._REFERENCE_CACHE[key] is prepared  # not prepared again
+    assert first == detect(steps.concat([b.frame for b in window]), cur, SCHEMA, cfg)
