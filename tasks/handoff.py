@@ -24,21 +24,22 @@ from greenloop.columnar import read_parquet
 
 MAX_KEPT_BYTES = 256 * 2**20  # frames kept, oldest dropped first; a served arrival needs one
 
-_kept: OrderedDict[str, pd.DataFrame] = OrderedDict()
+_kept: OrderedDict[str, tuple[pd.DataFrame, int]] = OrderedDict()  # md5 -> (frame, bytes)
+_kept_bytes = 0
 _lock = threading.Lock()  # fleet threads ingest and update in one process
 
 
 def keep(md5: str, frame: pd.DataFrame) -> None:
     """`frame` is what the file DVC recorded as `md5` was written from, in this process."""
+    global _kept_bytes
+    size = int(frame.memory_usage(index=False).sum())
     with _lock:
-        _kept[md5] = frame
-        _kept.move_to_end(md5)
-        while len(_kept) > 1 and _kept_bytes() > MAX_KEPT_BYTES:
-            _kept.popitem(last=False)
-
-
-def _kept_bytes() -> int:
-    return sum(int(f.memory_usage(index=False).sum()) for f in _kept.values())
+        if md5 in _kept:
+            _kept_bytes -= _kept.pop(md5)[1]
+        _kept[md5] = (frame, size)
+        _kept_bytes += size
+        while len(_kept) > 1 and _kept_bytes > MAX_KEPT_BYTES:
+            _kept_bytes -= _kept.popitem(last=False)[1][1]
 
 
 def load(path: Path, md5: str | None) -> pd.DataFrame:
@@ -46,7 +47,7 @@ def load(path: Path, md5: str | None) -> pd.DataFrame:
     data = path.read_bytes()
     if md5 and hashlib.md5(data).hexdigest() == md5:  # noqa: S324 - DVC's content hash
         with _lock:
-            frame = _kept.get(md5)
-        if frame is not None:
-            return frame.copy()
+            kept = _kept.get(md5)
+        if kept is not None:
+            return kept[0].copy()
     return read_parquet(data)

@@ -76,6 +76,7 @@ def test_the_oldest_frames_are_dropped_beyond_the_cap(tmp_path: Path,
     frame = _validated("classification", 1)
     monkeypatch.setattr(handoff, "MAX_KEPT_BYTES", int(frame.memory_usage(index=False).sum()) * 2)
     monkeypatch.setattr(handoff, "_kept", type(handoff._kept)())
+    monkeypatch.setattr(handoff, "_kept_bytes", 0)
     md5s = [_written(tmp_path, _validated("classification", s), f"b{s}.parquet")[1]
             for s in range(4)]
     assert list(handoff._kept) == md5s[-2:]
