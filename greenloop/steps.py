@@ -9,8 +9,10 @@ holdouts of the champion's reference window (forgetting check).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -193,14 +195,22 @@ _REFERENCE_CACHE_SIZE = 4
 def reference_drift(reference: list[Batch], current: pd.DataFrame, schema: Schema,
                     drift_cfg: DriftConfig) -> DriftResult:
     """`detect` of `current` against the reference batches, the window prepared once."""
-    key = (tuple(b.digest for b in reference), schema, drift_cfg)
-    prepared = _REFERENCE_CACHE.get(key)
-    if prepared is None:
-        if len(_REFERENCE_CACHE) >= _REFERENCE_CACHE_SIZE:
-            _REFERENCE_CACHE.pop(next(iter(_REFERENCE_CACHE)))
-        prepared = _REFERENCE_CACHE[key] = prepare_reference(
-            concat([b.frame for b in reference]), schema, drift_cfg)
+    prepared = _per_window(_REFERENCE_CACHE, _REFERENCE_CACHE_SIZE, reference, schema,
+                           drift_cfg, lambda: prepare_reference(
+                               concat([b.frame for b in reference]), schema, drift_cfg))
     return detect(prepared, current, schema, drift_cfg)
+
+
+def _per_window(cache: dict, size: int, reference: list[Batch], schema: Schema,
+                drift_cfg: DriftConfig, make: Callable[[], Any]) -> Any:  # noqa: ANN401
+    """What `make` builds for this reference window, built once; the oldest window
+    dropped beyond `size`."""
+    key = (tuple(b.digest for b in reference), schema, drift_cfg)
+    if key not in cache:
+        if len(cache) >= size:
+            cache.pop(next(iter(cache)))
+        cache[key] = make()
+    return cache[key]
 
 
 # Its null is computed once too (as far as it was needed).
@@ -221,12 +231,7 @@ def drift_null(reference: list[Batch], schema: Schema, drift_cfg: DriftConfig,
     once per reference window (cached, and resumed where an earlier batch stopped)."""
     if len(reference) < 2:
         return ()
-    key = (tuple(b.digest for b in reference), schema, drift_cfg)
-    shares = _NULL_CACHE.get(key)
-    if shares is None:
-        if len(_NULL_CACHE) >= _NULL_CACHE_SIZE:
-            _NULL_CACHE.pop(next(iter(_NULL_CACHE)))
-        shares = _NULL_CACHE[key] = []
+    shares = _per_window(_NULL_CACHE, _NULL_CACHE_SIZE, reference, schema, drift_cfg, list)
     if math.isnan(enough):  # nothing tested in the batch: it drifts beyond nothing
         return tuple(shares)
     while len(shares) < len(reference) and not any(s >= enough for s in shares):
