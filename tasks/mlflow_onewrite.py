@@ -1,4 +1,5 @@
-"""A finished per-batch MLflow run written in one database transaction.
+"""A finished per-batch MLflow run written in one database transaction; the champion
+alias read in one statement.
 
 `MlflowClient` writes a run in four transactions (create, log_batch, log_inputs,
 set_terminated), each re-reading the experiment or the run it just wrote: 20 ms of CPU
@@ -9,6 +10,12 @@ SQLAlchemy store (SQLite, PostgreSQL) the same rows are inserted here with one c
 the run as FINISHED, its tags, params, metrics (history and latest value) and dataset
 inputs, exactly as MLflow's store would write them (tests/integration/test_mlflow_onewrite.py
 reads both back through `MlflowClient` and compares them field by field).
+
+Before every batch the champion alias is read fresh (tasks/registry.py: reconcile).
+`MlflowClient.get_model_version_by_alias` opens an ORM session, loads the registered
+model, the alias, the version and all the version's aliases: 2.8 ms of CPU against
+0.06 ms for the one `SELECT` the answer needs (SQLite, 6 Dec). `read_alias` answers the
+same question with MLflow's error for a registered model that does not exist.
 
 It uses the ORM tables of the pinned MLflow (pyproject.toml). Any other store (an
 `http://` tracking server) goes through `MlflowClient` as before. Nothing is half
@@ -33,6 +40,13 @@ from mlflow.entities import (
 )
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
+from mlflow.store.model_registry.dbmodels.models import (
+    SqlRegisteredModel,
+    SqlRegisteredModelAlias,
+)
+from mlflow.store.model_registry.sqlalchemy_store import (
+    SqlAlchemyStore as RegistrySqlStore,
+)
 from mlflow.store.tracking.dbmodels.models import (
     SqlDataset,
     SqlExperiment,
@@ -48,13 +62,41 @@ from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_USER
 from mlflow.utils.uri import append_to_uri_path
 from mlflow.utils.validation import _validate_batch_log_data, _validate_batch_log_limits
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 
 def sql_store(client: Any) -> SqlAlchemyStore | None:  # noqa: ANN401 - MlflowClient
     """The client's tracking store when it is a SQLAlchemy one, else None."""
     store = client._tracking_client.store  # noqa: SLF001 - the pinned client's store
     return store if type(store) is SqlAlchemyStore else None
+
+
+def registry_sql_store(client: Any) -> RegistrySqlStore | None:  # noqa: ANN401
+    """The client's model registry store when it is a SQLAlchemy one, else None."""
+    store = client._get_registry_client().store  # noqa: SLF001 - the pinned client's store
+    return store if type(store) is RegistrySqlStore else None
+
+
+def read_alias(store: RegistrySqlStore, name: str, alias: str) -> int | None:
+    """The version `alias` points to in registered model `name`; None if it has no such
+    alias. A registered model that does not exist raises MLflow's RESOURCE_DOES_NOT_EXIST,
+    as `get_model_version_by_alias` does (deleting a model or version deletes its aliases,
+    so an alias row always names a live version)."""
+    workspace = store._get_active_workspace()  # noqa: SLF001 - as the store filters
+    with store.engine.connect() as conn:
+        version = conn.execute(select(SqlRegisteredModelAlias.version).where(
+            SqlRegisteredModelAlias.workspace == workspace,
+            SqlRegisteredModelAlias.name == name,
+            SqlRegisteredModelAlias.alias == alias)).scalar_one_or_none()
+        if version is not None:
+            return int(version)
+        registered = conn.execute(select(SqlRegisteredModel.name).where(
+            SqlRegisteredModel.workspace == workspace,
+            SqlRegisteredModel.name == name)).first()
+    if registered is None:
+        raise MlflowException(f"Registered Model with name={name} not found",
+                              RESOURCE_DOES_NOT_EXIST)
+    return None
 
 
 def write_finished_run(store: SqlAlchemyStore, experiment_id: str, name: str,

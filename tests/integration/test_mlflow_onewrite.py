@@ -84,6 +84,62 @@ def check_one_write_matches_the_client(uri: str, artifacts: Path) -> None:
     assert len(tracker.client.search_runs([tracker.experiment_id])) == before
 
 
+def _client_alias(tracker: Tracker, name: str) -> object:
+    """What MLflow's own call answers: the version, 'no alias' or 'no such model'."""
+    try:
+        return int(tracker.client.get_model_version_by_alias(name, "champion").version)
+    except MlflowException as e:
+        return e.error_code
+
+
+def _direct_alias(tracker: Tracker, name: str) -> object:
+    from tasks.mlflow_onewrite import read_alias
+
+    try:
+        version = read_alias(tracker._registry_sql, name, "champion")  # noqa: SLF001
+    except MlflowException as e:
+        return e.error_code
+    return "INVALID_PARAMETER_VALUE" if version is None else version
+
+
+def check_alias_read_matches_the_client(uri: str, artifacts: Path) -> None:
+    """The one-SELECT alias read answers as `get_model_version_by_alias` does through a
+    model's life: no model, no alias, set, moved, its version deleted, the model deleted."""
+    tracker = Tracker(uri, "exp", artifacts)
+    assert tracker._registry_sql is not None  # noqa: SLF001 - a SQL registry
+    client, seen = tracker.client, []
+
+    def both() -> None:
+        seen.append(_client_alias(tracker, "m"))
+        assert _direct_alias(tracker, "m") == seen[-1], seen
+
+    both()
+    client.create_registered_model("m")
+    both()
+    for _ in range(3):
+        client.create_model_version("m", source=str(artifacts / "x"))
+    client.create_registered_model("other")
+    client.create_model_version("other", source=str(artifacts / "y"))
+    client.set_registered_model_alias("other", "champion", "1")  # another model's alias
+    both()
+    client.set_registered_model_alias("m", "champion", "2")
+    both()
+    client.set_registered_model_alias("m", "champion", "3")
+    both()
+    client.delete_model_version("m", "3")
+    both()
+    client.delete_registered_model("m")
+    both()
+    assert seen == ["RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE",
+                    "INVALID_PARAMETER_VALUE", 2, 3, "INVALID_PARAMETER_VALUE",
+                    "RESOURCE_DOES_NOT_EXIST"]
+
+
+def test_the_alias_read_answers_as_the_client(tmp_path: Path) -> None:
+    check_alias_read_matches_the_client(f"sqlite:///{tmp_path / 'mlflow.db'}",
+                                        tmp_path / "artifacts")
+
+
 def test_one_write_run_reads_back_as_the_clients_run(tmp_path: Path) -> None:
     check_one_write_matches_the_client(f"sqlite:///{tmp_path / 'mlflow.db'}",
                                        tmp_path / "artifacts")

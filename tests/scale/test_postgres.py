@@ -142,7 +142,12 @@ def test_update_against_an_mlflow_server_on_postgresql(tmp_path: Path, postgres:
 def test_a_batch_run_written_in_one_transaction_reads_back_on_postgresql(
         tmp_path: Path, postgres: str) -> None:
     """greenloop pointed straight at PostgreSQL (no tracking server): the per-batch run is
-    written in one transaction there too, and reads back as the client's run does."""
-    from tests.integration.test_mlflow_onewrite import check_one_write_matches_the_client
+    written in one transaction there too, and reads back as the client's run does; the
+    champion alias, read in one SELECT, answers as the client does."""
+    from tests.integration.test_mlflow_onewrite import (
+        check_alias_read_matches_the_client,
+        check_one_write_matches_the_client,
+    )
 
     check_one_write_matches_the_client(postgres, tmp_path / "artifacts")
+    check_alias_read_matches_the_client(postgres, tmp_path / "artifacts")
