@@ -53,8 +53,8 @@ def test_an_edited_dvc_config_is_read_at_the_next_add(tmp_path: Path) -> None:
 
 def test_dvc_hash_state_stays_open_between_adds_and_records_each_file(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """DVC's database of file hashes is opened once per process, not once per add; what
-    it records is what another DVC process reads."""
+    """DVC's databases of file hashes and of checked-out links are opened once per
+    process, not once per add; what they record is what another DVC process reads."""
     import sqlite3
 
     from dvc.repo import Repo
@@ -68,12 +68,14 @@ def test_dvc_hash_state_stays_open_between_adds_and_records_each_file(
                         connect(*a, **k))
     paths = [_file(data, f"{name}.parquet") for name in "bcd"]
     md5s = [versioning.dvc_add(tmp_path, p) for p in paths]
-    assert [p for p in opened if "hashes" in p] == []
+    assert [p for p in opened if "hashes" in p or "links" in p] == []
     monkeypatch.undo()
     other = Repo(str(tmp_path))  # as `dvc status` in another process would open it
     try:
         for path, md5 in zip(paths, md5s, strict=True):
             _meta, hash_info = other.state.get(str(path), other.fs)
             assert hash_info is not None and hash_info.value == md5
+        with other.state.links as links:
+            assert {os.path.relpath(p, tmp_path) for p in paths} <= set(links)
     finally:
         other.close()
