@@ -31,6 +31,20 @@ def test_good_batch_passes_with_typed_columns(good: pd.DataFrame) -> None:
     assert out["x0"].dtype == float and set(out["y"]) == {"up", "down"}
 
 
+def test_a_batch_comes_back_in_schema_order_whatever_its_own(good: pd.DataFrame) -> None:
+    """Columns reordered, a shuffled index: the batch comes back in the schema's column
+    order on a fresh 0..n-1 index, row values kept in the order they arrived."""
+    shuffled = good[["y", "kind", *reversed(["x0", "x1", "x2", "x3", "x4"])]].sample(
+        frac=1.0, random_state=3)
+    out = check(shuffled, good)
+    assert list(out.columns) == ["x0", "x1", "x2", "x3", "x4", "kind", "y"]
+    assert out.index.equals(pd.RangeIndex(len(good)))
+    expected = shuffled.reset_index(drop=True)
+    assert out["x3"].tolist() == expected["x3"].tolist()
+    assert out["kind"].tolist() == expected["kind"].tolist()
+    assert out["y"].tolist() == expected["y"].tolist()
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
