@@ -215,25 +215,28 @@ class Tracker:
         the registered model itself is gone, which `champion` cannot tell from no alias.
         On a SQL store, one SELECT (tasks/mlflow_onewrite.py: read_alias)."""
         try:
-            if self._registry_sql is not None:
-                version = read_alias(self._registry_sql, model_name, CHAMPION)
-                if version is None:
-                    self._aliases.pop(model_name, None)  # registered, no champion alias
-                    return None
-            else:
-                version = int(self.client.get_model_version_by_alias(model_name,
-                                                                     CHAMPION).version)
+            version = (read_alias(self._registry_sql, model_name, CHAMPION)
+                       if self._registry_sql is not None else self._client_alias(model_name))
         except MlflowException as e:
             if e.error_code == "RESOURCE_DOES_NOT_EXIST":  # the registered model is gone
                 self._registered.discard(model_name)
                 self._aliases.pop(model_name, None)
                 raise RegisteredModelMissing(model_name) from e
+            raise
+        if version is None:  # registered, no champion alias
+            self._aliases.pop(model_name, None)
+        else:
+            self._aliases[model_name] = version
+        return version
+
+    def _client_alias(self, model_name: str) -> int | None:
+        """The alias through the client (a tracking server): None when it is not set."""
+        try:
+            return int(self.client.get_model_version_by_alias(model_name, CHAMPION).version)
+        except MlflowException as e:
             if e.error_code == "INVALID_PARAMETER_VALUE" and "alias" in str(e):
-                self._aliases.pop(model_name, None)  # registered, no champion alias
                 return None
             raise
-        self._aliases[model_name] = version
-        return version
 
     def tag_version(self, model_name: str, version: int, key: str, value: str) -> None:
         self.client.set_model_version_tag(model_name, str(version), key, value)
