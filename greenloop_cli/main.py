@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
+from greenloop_cli.servers import RECORDER_BATCHING
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Drift-gated, energy-metered continual learning.")
 
@@ -31,7 +33,8 @@ HomeOpt = Annotated[Path | None,
 
 
 def _env(verbose: bool = False) -> None:
-    for k, v in QUIET_ENV.items():
+    # RECORDER_BATCHING reaches the temporary Prefect server, a child of this process.
+    for k, v in {**QUIET_ENV, **RECORDER_BATCHING}.items():
         os.environ.setdefault(k, v)
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")

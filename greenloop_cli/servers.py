@@ -229,6 +229,18 @@ IDLE_TRIM = {
     "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "10",
 }
 
+# The task-run recorder writes each state event of a task run in its own transaction by
+# default (batch size 1): ~25 ms of the server's CPU per task run here, the largest cost
+# a served skip puts on the machine after its own work. Batched, the three events of an
+# arrival are one write within a second: ~10 ms (issue 11, docs/benchmarks.md). A task
+# run shows in the UI at most a second later. For greenloop's servers only, the
+# temporary one included; a server the user runs keeps its own settings.
+RECORDER_BATCHING = {
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "20",
+    # An int of seconds: Prefect truncates it, and 0 would flush in a busy loop.
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+}
+
 
 def start_prefect_server(state_dir: Path, port: int = 4200) -> Server:
     """`prefect server start` on 127.0.0.1 with its database under `state_dir` unless
@@ -251,7 +263,7 @@ def start_prefect_server(state_dir: Path, port: int = 4200) -> Server:
            "PREFECT_SERVER_CORS_ALLOWED_ORIGINS": origin}
     if "PREFECT_HOME" not in os.environ:
         env["PREFECT_HOME"] = str(state_dir / "prefect")
-    for key, value in IDLE_TRIM.items():
+    for key, value in {**IDLE_TRIM, **RECORDER_BATCHING}.items():
         env.setdefault(key, os.environ.get(key, value))
     server = spawn("prefect server",
                    [venv_bin("prefect"), "server", "start", "--host", LOCALHOST, "--port",

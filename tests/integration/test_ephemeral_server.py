@@ -30,7 +30,8 @@ def _temporary_server(parent: psutil.Process) -> psutil.Process | None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux")
 def test_a_killed_run_leaves_no_temporary_prefect_server(tmp_path: Path) -> None:
     config = write_project(tmp_path, make_frame(4000, seed=0), name="orphan", batch_rows=100)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_API", "PREFECT_SERVER_SERVICES"))}
     env.update(PREFECT_HOME=str(tmp_path / ".prefect"), PREFECT_LOGGING_LEVEL="WARNING")
     run = subprocess.Popen([sys.executable, "-m", "greenloop_cli", "run", "--config",
                             str(config), "--home", str(tmp_path)], cwd=ROOT, env=env,
@@ -42,6 +43,9 @@ def test_a_killed_run_leaves_no_temporary_prefect_server(tmp_path: Path) -> None
             server = _temporary_server(psutil.Process(run.pid))
             time.sleep(0.2)
         assert server is not None, "no temporary Prefect server was started"
+        # The CLI's temporary server, too, records task runs in batches (issue 11).
+        assert server.environ().get(
+            "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE") == "20"
         time.sleep(2)  # the run is under way, its server serving
         os.kill(run.pid, signal.SIGKILL)
         run.wait(30)
