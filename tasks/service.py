@@ -108,7 +108,7 @@ class ServiceMeter:
             self.whole.cpu_seconds = self.tree.cpu_seconds() - self._cpu0
             self.whole.wall_seconds = time.perf_counter() - self._wall0
             counted = (f"CPU-s: {self.tree.describe()}; kWh: CodeCarbon process mode on the "
-                       "serve process only")
+                       "serve process and its children")
             for ledger in self.ledgers:
                 record_session(ledger, self.id, self.started_at, self.whole, self.batches,
                                self.n_batches, describe_method(self._tracker), counted, stopped,
