@@ -45,8 +45,11 @@ import numpy as np
 import pandas as pd
 
 from greenloop.config import GreenloopConfig
+from greenloop_cli.servers import IDLE_TRIM, RECORDER_BATCHING
 
-for _k, _v in {"DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+# The temporary Prefect server this benchmark starts runs with `serve`'s settings.
+for _k, _v in {**IDLE_TRIM, **RECORDER_BATCHING,
+               "DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                "MLFLOW_DISABLE_TELEMETRY": "true", "CODECARBON_LOG_LEVEL": "error",
                "DVC_NO_ANALYTICS": "1", "PREFECT_LOGGING_LEVEL": "WARNING",
                "GIT_PYTHON_REFRESH": "quiet",
