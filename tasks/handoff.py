@@ -32,7 +32,7 @@ _lock = threading.Lock()  # fleet threads ingest and update in one process
 def keep(md5: str, frame: pd.DataFrame) -> None:
     """`frame` is what the file DVC recorded as `md5` was written from, in this process."""
     global _kept_bytes
-    size = int(frame.memory_usage(index=False).sum())
+    size = _nbytes(frame)
     with _lock:
         if md5 in _kept:
             _kept_bytes -= _kept.pop(md5)[1]
@@ -40,6 +40,14 @@ def keep(md5: str, frame: pd.DataFrame) -> None:
         _kept_bytes += size
         while len(_kept) > 1 and _kept_bytes > MAX_KEPT_BYTES:
             _kept_bytes -= _kept.popitem(last=False)[1][1]
+
+
+def _nbytes(frame: pd.DataFrame) -> int:
+    """What `frame.memory_usage(index=False).sum()` answers for a validated batch (float
+    and text columns, a pointer per text cell), from the dtypes alone; an estimate for
+    other dtypes. That call builds a Series per column: 2.4 ms of CPU at 500 columns
+    (measured 6 Dec), for a number that only bounds this cache."""
+    return len(frame) * sum(getattr(dt, "itemsize", 8) for dt in frame.dtypes)
 
 
 def load(path: Path, md5: str | None) -> pd.DataFrame:

@@ -80,3 +80,9 @@ def test_the_oldest_frames_are_dropped_beyond_the_cap(tmp_path: Path,
     md5s = [_written(tmp_path, _validated("classification", s), f"b{s}.parquet")[1]
             for s in range(4)]
     assert list(handoff._kept) == md5s[-2:]
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_a_kept_frame_is_sized_as_pandas_sizes_it(task: str) -> None:
+    frame = _validated(task, seed=3)
+    assert handoff._nbytes(frame) == int(frame.memory_usage(index=False).sum())
