@@ -230,9 +230,9 @@ IDLE_TRIM = {
 }
 
 # The task-run recorder writes each state event of a task run in its own transaction by
-# default (batch size 1): ~25 ms of the server's CPU per task run here, the largest cost
-# a served skip puts on the machine after its own work. Batched, the three events of an
-# arrival are one write within a second: ~10 ms (issue 11, docs/benchmarks.md). A task
+# default (batch size 1): ~32 ms of the server's CPU per task run here, more than the
+# server spent on anything else an arrival asks of it. Batched, an arrival's events are
+# one write within a second: ~13 ms (benchmarks/prefect_server_cost.py, issue 11). A task
 # run shows in the UI at most a second later. For greenloop's servers only, the
 # temporary one included; a server the user runs keeps its own settings.
 RECORDER_BATCHING = {
