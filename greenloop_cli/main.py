@@ -62,10 +62,15 @@ def _check_config(config: Path, home: Path | None = None, source: bool = False) 
     except ConfigError as e:
         _fail(str(e), 2)
     if source:
+        ws = Workspace.from_env(home)
         try:
-            Workspace.from_env(home).source(cfg.data.path)
+            path = ws.source(cfg.data.path)
         except OutsideWorkspace as e:
             _fail(f"data.path: {e}. {OUTSIDE_HINT}", 2)
+        if not path.is_file():
+            _fail(f"data.path: no file at {path} (data.path is read relative to the home, "
+                  f"{ws.home}: pass --home, or set GREENLOOP_HOME, to the folder that holds "
+                  f"data/)", 2)
 
 
 def in_prefect(fn: Any, *args: Any, **kwargs: Any) -> Any:

@@ -30,15 +30,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(autouse=True)
 def _environ_restored() -> Iterator[None]:
-    """A command called in-process (CliRunner) sets Prefect's logging variables in
-    os.environ, as its own process would (e.g. `ingest` quiets Prefect's console): put
-    them back after each test, so no later test, nor a server it starts, inherits them.
+    """A command called in-process (CliRunner) sets Prefect's logging variables and its
+    server's recorder batching in os.environ, as its own process would (e.g. `ingest`
+    quiets Prefect's console): put them back after each test, so no later test, nor a
+    server it starts, inherits them.
     Only those: a module sets others once at import for the whole process (the MLflow
     request bounds of tasks/tracking.py), which later tests rely on as users' runs do."""
     before = dict(os.environ)
     yield
     for key in set(before) | set(os.environ):
-        if not key.startswith("PREFECT_LOGGING_") or before.get(key) == os.environ.get(key):
+        if (not key.startswith(("PREFECT_LOGGING_", "PREFECT_SERVER_SERVICES_"))
+                or before.get(key) == os.environ.get(key)):
             continue
         if key in before:
             os.environ[key] = before[key]
