@@ -27,6 +27,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from greenloop_cli.main import QUIET_ENV  # noqa: E402
 from greenloop_cli.servers import IDLE_TRIM, RECORDER_BATCHING  # noqa: E402
 
 SETTLE_SECONDS = 4.0  # longer than the recorder's flush interval and a log batch
@@ -64,8 +65,13 @@ def measure(runs: int) -> dict[str, float]:
         with held("bench-slot"):
             pass
         time.sleep(SETTLE_SECONDS)  # the warm-up's writes done
+
+        def take_and_release(_: int) -> None:
+            with held("bench-slot"):
+                pass
+
         out: dict[str, float] = {}
-        for name, call in (("task_run", lambda i: one(i)), ("update_slot", _slot(held))):
+        for name, call in (("task_run", one), ("update_slot", take_and_release)):
             server0, client0 = server_cpu_seconds(), time.process_time()
             for i in range(runs):
                 call(i)
@@ -78,23 +84,14 @@ def measure(runs: int) -> dict[str, float]:
     return go()
 
 
-def _slot(held):  # noqa: ANN001, ANN202 - tasks.slot.held
-    def take_and_release(_: int) -> None:
-        with held("bench-slot"):
-            pass
-    return take_and_release
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     home = tempfile.mkdtemp(prefix="prefect-cost-")
-    for key, value in {**IDLE_TRIM, **RECORDER_BATCHING, "PREFECT_HOME": home,
-                       "DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                       "PREFECT_LOGGING_LEVEL": "WARNING",
-                       "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}.items():
+    for key, value in {**QUIET_ENV, **IDLE_TRIM, **RECORDER_BATCHING, "PREFECT_HOME": home,
+                       "PREFECT_LOGGING_LEVEL": "WARNING"}.items():
         os.environ.setdefault(key, value)
     os.environ.pop("PREFECT_API_URL", None)  # always a temporary server of our own
     result = {**measure(args.runs), "runs": args.runs,

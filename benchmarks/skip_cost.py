@@ -45,15 +45,13 @@ import numpy as np
 import pandas as pd
 
 from greenloop.config import GreenloopConfig
+from greenloop_cli.main import QUIET_ENV
 from greenloop_cli.servers import IDLE_TRIM, RECORDER_BATCHING
 
-# The temporary Prefect server this benchmark starts runs with `serve`'s settings.
-for _k, _v in {**IDLE_TRIM, **RECORDER_BATCHING,
-               "DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-               "MLFLOW_DISABLE_TELEMETRY": "true", "CODECARBON_LOG_LEVEL": "error",
-               "DVC_NO_ANALYTICS": "1", "PREFECT_LOGGING_LEVEL": "WARNING",
-               "GIT_PYTHON_REFRESH": "quiet",
-               "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}.items():
+# The CLI's quiet settings; the temporary Prefect server this benchmark starts runs with
+# `serve`'s settings.
+for _k, _v in {**QUIET_ENV, **IDLE_TRIM, **RECORDER_BATCHING,
+               "PREFECT_LOGGING_LEVEL": "WARNING"}.items():
     os.environ.setdefault(_k, _v)
 
 REPO = Path(__file__).resolve().parents[1]
