@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from typing import Any
 
-from greenloop import proctree
+from greenloop import proctree, timer
 from greenloop.config import EnergyConfig
 
 # `service`: in served mode, what an arrival's whole window cost beyond the other phases
@@ -59,6 +59,7 @@ def _tracker(cfg: EnergyConfig, measure_power_secs: float = 1) -> Any:
         measure_power_secs=measure_power_secs, tracking_mode="process",
     )
     proctree.speed_up(t)  # the same process tree, found without reading all of /proc
+    timer.rearmable(t)  # no thread started per metered phase (greenloop/timer.py)
     return t
 
 
@@ -93,8 +94,7 @@ class Meter:
             try:
                 yield reading
             finally:
-                with proctree.one_listing():  # CPU and RAM read the same tree, found once
-                    data = tracker.stop_task()
+                data = tracker.stop_task()
                 reading.cpu_seconds = _cpu_seconds() - cpu0
                 reading.wall_seconds = time.perf_counter() - wall0
                 if data is not None:

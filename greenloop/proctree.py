@@ -6,16 +6,16 @@ metered phase (CPU at start and stop, RAM at stop), and psutil answers by readin
 a busy one, and most of a skip's metering. Linux lists each thread's children in
 `/proc/<pid>/task/<tid>/children`, so the same set costs one read per thread of the
 tree. Where that file does not exist (kernel without CONFIG_PROC_CHILDREN, not Linux),
-psutil's own walk is used. The answer is the same set; only its cost changes.
+psutil's own walk is used. The answer is the same set; only its cost changes. A walk is
+reused until a process or thread is born (`descendants`).
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import psutil
@@ -52,29 +52,40 @@ def _read(path: str) -> bytes:
         os.close(fd)
 
 
-_held = threading.local()
+# A listing stays valid while no process or thread has been born on the machine: every
+# birth takes a new PID, and /proc/loadavg names the last one the kernel gave out. An
+# exit only removes a member, which the callers skip (NoSuchProcess). The age bound
+# keeps a PID counter that wrapped around to the same value from passing for "no birth".
+MAX_AGE_SECONDS = 10.0
+_lock = threading.Lock()
+_listings: dict[int, tuple[bytes, float, list[int] | None]] = {}
 
 
-@contextmanager
-def one_listing() -> Iterator[None]:
-    """Within this block, this thread lists each process's descendants once: the CPU and
-    RAM readings CodeCarbon takes when a phase stops see the same tree, at one walk's
-    cost instead of two. Outside it every call walks afresh."""
-    _held.tree = {}
+def last_pid() -> bytes | None:
+    """The most recently allocated PID (5th field of /proc/loadavg), or None."""
     try:
-        yield
-    finally:
-        _held.tree = None
+        return _read("/proc/loadavg").split()[4]
+    except (OSError, IndexError):
+        return None
 
 
 def descendants(pid: int) -> list[int] | None:
-    """Every descendant of `pid` (breadth first), or None when not supported."""
-    held: dict[int, list[int] | None] | None = getattr(_held, "tree", None)
-    if held is None:
-        return _walk(pid)
-    if pid not in held:
-        held[pid] = _walk(pid)
-    return held[pid]
+    """Every descendant of `pid` (breadth first), or None when not supported. Walked
+    afresh only when a process or thread was born since the last walk: CodeCarbon reads
+    the tree at both ends of every metered phase (three times, with RAM), and a walk
+    reads one file per thread of the tree (~50 with a Prefect server as a child), each
+    read a chance for another thread to take the GIL."""
+    stamp, now = last_pid(), time.monotonic()
+    with _lock:
+        held = _listings.get(pid)
+    if held is not None and stamp is not None and held[0] == stamp \
+            and now - held[1] < MAX_AGE_SECONDS:
+        return held[2]
+    found = _walk(pid)  # the stamp was read before: a birth during the walk re-walks next time
+    if stamp is not None:
+        with _lock:
+            _listings[pid] = (stamp, now, found)
+    return found
 
 
 def _walk(pid: int) -> list[int] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 
 import psutil
@@ -49,37 +50,51 @@ def test_codecarbon_trackers_get_the_cheaper_lookup() -> None:
     assert cpu and all(isinstance(hw._process, proctree.Process) for hw in cpu)
 
 
-def test_one_listing_walks_once_inside_and_afresh_outside(monkeypatch) -> None:
+def test_a_listing_is_reused_until_a_birth_and_then_walked_afresh(monkeypatch) -> None:
     walks: list[int] = []
     real = proctree._walk
-
-    def counting(pid: int) -> list[int] | None:
-        walks.append(pid)
-        return real(pid)
-
-    monkeypatch.setattr(proctree, "_walk", counting)
+    monkeypatch.setattr(proctree, "_walk", lambda pid: walks.append(pid) or real(pid))
+    monkeypatch.setattr(proctree, "_listings", {})
     me = os.getpid()
-    with proctree.one_listing():
+    for _ in range(20):  # a birth anywhere on the machine meanwhile re-walks: try again
+        walks.clear()
+        stamp = proctree.last_pid()
         first = proctree.descendants(me)
-        child = subprocess.Popen(["sleep", "30"])
-        try:
-            assert proctree.descendants(me) == first  # the stop's CPU and RAM: one tree
-            assert len(walks) == 1
-        finally:
-            child.kill()
-            child.wait()
+        second = proctree.descendants(me)
+        if proctree.last_pid() == stamp:
+            break
+    assert second == first and len(walks) == 1  # no birth: the same listing
     child = subprocess.Popen(["sleep", "30"])
     try:
-        assert child.pid in (proctree.descendants(me) or [])  # outside: walked again
-        assert len(walks) == 2
+        assert child.pid in (proctree.descendants(me) or [])  # a birth: walked again
+        assert len(walks) >= 2
     finally:
         child.kill()
         child.wait()
 
 
+def test_a_listing_older_than_the_bound_is_walked_again(monkeypatch) -> None:
+    walks: list[int] = []
+    real = proctree._walk
+    monkeypatch.setattr(proctree, "_walk", lambda pid: walks.append(pid) or real(pid))
+    monkeypatch.setattr(proctree, "_listings", {})
+    monkeypatch.setattr(proctree, "MAX_AGE_SECONDS", 0.0)
+    proctree.descendants(os.getpid())
+    proctree.descendants(os.getpid())
+    assert len(walks) == 2
+
+
+def test_the_birth_stamp_is_the_last_pid_the_kernel_gave_out() -> None:
+    before = int(proctree.last_pid() or 0)
+    thread = threading.Thread(target=lambda: None)  # a thread takes a PID too
+    thread.start()
+    thread.join()
+    assert int(proctree.last_pid() or 0) != before
+
+
 def test_metered_phase_stops_with_one_walk(monkeypatch) -> None:
-    """CodeCarbon reads the tree for CPU and for RAM when a phase stops: one walk serves
-    both (and one at the start), not three per phase."""
+    """CodeCarbon reads the tree at the start and twice at the stop (CPU, RAM): with no
+    birth in between, one walk serves all three."""
     from greenloop.energy import Meter
 
     meter = Meter(EnergyConfig())
@@ -88,6 +103,11 @@ def test_metered_phase_stops_with_one_walk(monkeypatch) -> None:
     walks: list[int] = []
     real = proctree._walk
     monkeypatch.setattr(proctree, "_walk", lambda pid: walks.append(pid) or real(pid))
-    with meter.phase("x"):
-        pass
-    assert 1 <= len(walks) <= 2
+    for _ in range(20):  # a birth anywhere on the machine meanwhile re-walks: try again
+        walks.clear()
+        stamp = proctree.last_pid()
+        with meter.phase("x"):
+            pass
+        if proctree.last_pid() == stamp:
+            break
+    assert len(walks) <= 1
