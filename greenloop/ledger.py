@@ -30,11 +30,15 @@ CREATE TABLE IF NOT EXISTS batches (
     PRIMARY KEY (model, hash)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS batches_seq ON batches (model, seq);
+-- What each arrival asks (batches waiting in a status; mean training energy) reads the
+-- rows it needs, not a model's whole history: constant cost in a long-running serve.
+CREATE INDEX IF NOT EXISTS batches_status ON batches (model, status, seq);
 CREATE TABLE IF NOT EXISTS energy (
     id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, hash TEXT, phase TEXT NOT NULL,
     action TEXT, energy_kwh REAL, emissions_kg REAL, cpu_seconds REAL, wall_seconds REAL,
     at REAL
 );
+CREATE INDEX IF NOT EXISTS energy_phase ON energy (model, phase, action);
 CREATE TABLE IF NOT EXISTS versions (
     model TEXT NOT NULL, version INTEGER NOT NULL, parent INTEGER, decision TEXT, reason TEXT,
     batch_hash TEXT, trained_through INTEGER, reference_quality REAL, holdout_gain REAL,
