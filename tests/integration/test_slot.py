@@ -71,7 +71,7 @@ def test_the_lease_is_renewed_while_the_block_runs(monkeypatch: pytest.MonkeyPat
         time.sleep(1.2)
         assert _active_slots(name) == 1
     assert len(renewals) >= 2
-    assert all(t.startswith("greenloop-slot-") and code == 204 for t, code in renewals)
+    assert all(t == "greenloop-slot-renewal" and code == 204 for t, code in renewals)
     assert _active_slots(name) == 0
 
 
@@ -104,3 +104,19 @@ def test_arrivals_are_handed_over_through_one_client(monkeypatch: pytest.MonkeyP
     with get_client(sync_client=True) as client:
         states = [client.read_task_run(f.task_run_id).state for f in futures]
     assert all(s is not None and s.is_scheduled() for s in states)
+
+
+def test_arrivals_start_no_thread_per_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each hold arms one shared renewal timer; none starts (and joins) a thread."""
+    name = _fresh_limit()
+    with slot.held(name):
+        pass
+    started: list[str] = []
+    real = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start",
+                        lambda self: started.append(self.name) or real(self))
+    for _ in range(5):
+        with slot.held(name):
+            assert _active_slots(name) == 1
+    assert [n for n in started if "slot" in n] == []
+    assert _active_slots(name) == 0
