@@ -53,8 +53,9 @@ def test_an_edited_dvc_config_is_read_at_the_next_add(tmp_path: Path) -> None:
 
 def test_dvc_hash_state_stays_open_between_adds_and_records_each_file(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """DVC's databases of file hashes and of checked-out links are opened once per
-    process, not once per add; what they record is what another DVC process reads."""
+    """DVC's database of file hashes is opened once per process, not once per add; what
+    it records is what another DVC process reads. An add does not relink the file (as
+    `dvc add --no-relink`), so the database of checked-out links is not opened at all."""
     import sqlite3
 
     from dvc.repo import Repo
@@ -75,7 +76,29 @@ def test_dvc_hash_state_stays_open_between_adds_and_records_each_file(
         for path, md5 in zip(paths, md5s, strict=True):
             _meta, hash_info = other.state.get(str(path), other.fs)
             assert hash_info is not None and hash_info.value == md5
-        with other.state.links as links:
-            assert {os.path.relpath(p, tmp_path) for p in paths} <= set(links)
     finally:
         other.close()
+
+
+def test_the_dvc_cli_sees_added_files_as_tracked_and_restores_them(tmp_path: Path) -> None:
+    """What `dvc_add` leaves is what `dvc add` leaves: the real CLI finds nothing to
+    report, and checks a deleted file out again from the cache, byte for byte."""
+    import subprocess
+    import sys
+
+    versioning.ensure_repo(tmp_path)
+    paths = [_file(tmp_path / "data" / "accepted", f"{n}.parquet") for n in "ab"]
+    for path in paths:
+        versioning.dvc_add(tmp_path, path)
+    dvc = [sys.executable, "-m", "dvc"]
+    status = subprocess.run([*dvc, "status", "--json"], cwd=tmp_path, capture_output=True,
+                            text=True, check=True)
+    assert status.stdout.strip() in ("{}", "")
+    content = paths[0].read_bytes()
+    paths[0].unlink()
+    gone = subprocess.run([*dvc, "status", "--json"], cwd=tmp_path, capture_output=True,
+                          text=True, check=True)
+    assert "a.parquet" in gone.stdout  # the real CLI notices the deletion
+    subprocess.run([*dvc, "checkout", str(paths[0].with_name("a.parquet.dvc"))],
+                   cwd=tmp_path, capture_output=True, check=True)
+    assert paths[0].read_bytes() == content
