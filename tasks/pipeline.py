@@ -79,7 +79,7 @@ class Work:
 
 def load_work(rt: Runtime, row: BatchRow, force: str | None = None) -> Work:
     batch = rt.batch(row.hash, row.seq, row.accepted_path or "", row.dvc_md5)
-    history = [rt.batch(h.hash, h.seq, h.accepted_path or "", h.dvc_md5)
+    history = [rt.batch(h.hash, h.seq, h.accepted_path, h.dvc_md5)
                for h in rt.ledger.history(rt.model_name, row.seq)]
     version = rt.ledger.champion(rt.model_name)
     champion = Champion()
