@@ -17,7 +17,7 @@ or without `--core`) uses a seeded SEA-like stream with a data-only config:
 
 Core parts only (`--core`): the pure-core work of a skip, each part timed on its own
 with time.perf_counter, in process, no flows: validation of the batch as read, observe
-(the champion's predictions and score on it) and drift against the reference window
+(the champion's predictions, score and per-row losses on it) and drift against the reference window
 (its concatenation included, as the step does). On the config's source, or on a seeded
 SEA-like stream (3 SEA features + uniform noise columns, concept switches) of any width:
 
@@ -134,8 +134,7 @@ def core_parts(cfg: GreenloopConfig, source: pd.DataFrame, repeats: int,
     from greenloop.config import RecipeConfig
     from greenloop.data import infer_schema, split_stream, validate_batch
     from greenloop.drift import detect
-    from greenloop.evaluate import evaluate
-    from greenloop.steps import concat
+    from greenloop.steps import concat, observe
     from greenloop.train import retrain
 
     schema = infer_schema(source, cfg.data)
@@ -151,7 +150,7 @@ def core_parts(cfg: GreenloopConfig, source: pd.DataFrame, repeats: int,
         t0 = time.perf_counter()
         frame = validate_batch(batch, schema, cfg.data)
         t1 = time.perf_counter()
-        evaluate(champion, frame, schema.target)
+        observe(champion, frame, schema.target)
         t2 = time.perf_counter()
         detect(concat(window), frame, schema, cfg.drift)
         t3 = time.perf_counter()

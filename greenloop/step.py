@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from greenloop.config import GreenloopConfig
 from greenloop.data import Schema
 from greenloop.drift import DriftResult
-from greenloop.evaluate import evaluate, relative_drop
+from greenloop.evaluate import relative_drop
 from greenloop.model import TabularModel
 from greenloop.policy import Decision, Observation, Policy
 from greenloop.steps import (
@@ -28,6 +28,7 @@ from greenloop.steps import (
     concat,
     drift_null,
     judge,
+    observe,
     quality_se,
     reference_drift,
 )
@@ -130,9 +131,8 @@ def step(inp: StepInput, cfg: GreenloopConfig, schema: Schema, policy: Policy,
     quality_before, drift, reference = math.nan, None, []
     if champion is not None:
         with edges.phase("observe", None):  # test, then train: before anything learns
-            quality_before = evaluate(champion, inp.batch.frame, cfg.data.target)
-            se = quality_se(champion, inp.batch.frame, cfg.data.target,
-                            _reference_quality(inp, quality_before))
+            quality_before, losses = observe(champion, inp.batch.frame, cfg.data.target)
+            se = quality_se(champion.pre.task, losses, _reference_quality(inp, quality_before))
         with edges.phase("drift", None):
             reference = reference_window(inp, cfg)
             drift = reference_drift(reference, inp.batch.frame, schema, cfg.drift)

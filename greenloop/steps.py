@@ -22,7 +22,7 @@ from greenloop.calibrate import drop_se, paired_worse, row_losses
 from greenloop.config import DriftConfig, GreenloopConfig
 from greenloop.data import Schema
 from greenloop.drift import DriftResult, Reference, detect, prepare_reference
-from greenloop.evaluate import evaluate, labelled, relative_drop
+from greenloop.evaluate import evaluate, labelled, relative_drop, score
 from greenloop.model import TabularModel
 from greenloop.policy import Action
 from greenloop.train import finetune, retrain
@@ -179,11 +179,21 @@ def row_losses_of(model: TabularModel, frame: pd.DataFrame, target: str) -> np.n
     return row_losses(model.pre.task, rows[target], model.predict(rows))
 
 
-def quality_se(model: TabularModel, frame: pd.DataFrame, target: str,
-               reference_quality: float) -> float:
-    """The standard error of the model's quality drop on this batch, in drop units."""
-    losses = row_losses_of(model, frame, target)
-    return drop_se(model.pre.task, losses, reference_quality) if len(losses) else float("nan")
+def observe(model: TabularModel, frame: pd.DataFrame,
+            target: str) -> tuple[float, np.ndarray]:
+    """The model's metric on the labelled rows of `frame` (NaN with none) and its per-row
+    losses there, from one forward pass: a skip's observation needs both."""
+    rows = labelled(frame, target)
+    if len(rows) == 0:
+        return float("nan"), np.zeros(0)
+    predictions = model.predict(rows)
+    return (score(model.pre.task, rows[target], predictions),
+            row_losses(model.pre.task, rows[target], predictions))
+
+
+def quality_se(task: str, losses: np.ndarray, reference_quality: float) -> float:
+    """The standard error of the model's quality drop on a batch, in drop units."""
+    return drop_se(task, losses, reference_quality) if len(losses) else float("nan")
 
 
 # The reference window changes only when the champion does: prepared for the drift
@@ -276,5 +286,5 @@ def quality_gain(task: str, verdict: Verdict) -> float:
 
 
 __all__ = ["Batch", "Verdict", "concat", "drift_null", "judge", "make_batch", "not_finite",
-           "present_wins", "quality_gain", "quality_se", "raw_outputs", "refusal", "row_losses_of",
-           "train_candidate", "training_rows"]
+           "observe", "present_wins", "quality_gain", "quality_se", "raw_outputs", "refusal",
+           "row_losses_of", "train_candidate", "training_rows"]
