@@ -59,6 +59,9 @@ def _read(path: str) -> bytes:
 MAX_AGE_SECONDS = 10.0
 _lock = threading.Lock()
 _listings: dict[int, tuple[bytes, float, list[int] | None]] = {}
+# psutil.Process objects of listed pids: creating one reads /proc/<pid>/stat. A pid can
+# name another process only after a birth, and a birth re-walks, which empties this.
+_processes: dict[int, psutil.Process] = {}
 
 
 def last_pid() -> bytes | None:
@@ -82,10 +85,21 @@ def descendants(pid: int) -> list[int] | None:
             and now - held[1] < MAX_AGE_SECONDS:
         return held[2]
     found = _walk(pid)  # the stamp was read before: a birth during the walk re-walks next time
-    if stamp is not None:
-        with _lock:
+    with _lock:
+        _processes.clear()
+        if stamp is not None:
             _listings[pid] = (stamp, now, found)
     return found
+
+
+def _process(pid: int) -> psutil.Process:
+    with _lock:
+        proc = _processes.get(pid)
+    if proc is None:
+        proc = psutil.Process(pid)  # NoSuchProcess when it ended since the listing
+        with _lock:
+            _processes[pid] = proc
+    return proc
 
 
 def _walk(pid: int) -> list[int] | None:
@@ -107,16 +121,25 @@ class Process(psutil.Process):
     """psutil.Process whose `children` reads the per-thread lists when it can."""
 
     def children(self, recursive: bool = False) -> list[psutil.Process]:
-        pids = descendants(self.pid) if recursive else direct_children(self.pid)
+        if not recursive:
+            pids = direct_children(self.pid)
+            if pids is None:
+                return super().children()
+            return _alive(pids, psutil.Process)
+        pids = descendants(self.pid)
         if pids is None:
-            return super().children(recursive=recursive)
-        out = []
-        for p in pids:
-            try:
-                out.append(psutil.Process(p))
-            except psutil.NoSuchProcess:  # ended between the listing and now
-                continue
-        return out
+            return super().children(recursive=True)
+        return _alive(pids, _process)
+
+
+def _alive(pids: list[int], make: Any) -> list[psutil.Process]:
+    out = []
+    for p in pids:
+        try:
+            out.append(make(p))
+        except psutil.NoSuchProcess:  # ended between the listing and now
+            continue
+    return out
 
 
 def speed_up(tracker: Any) -> bool:

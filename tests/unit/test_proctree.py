@@ -111,3 +111,24 @@ def test_metered_phase_stops_with_one_walk(monkeypatch) -> None:
         if proctree.last_pid() == stamp:
             break
     assert len(walks) <= 1
+
+
+def test_children_are_the_same_process_objects_until_a_birth() -> None:
+    """A psutil.Process per child costs a /proc read: reused while no PID is allocated."""
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        me = proctree.Process(os.getpid())
+        for _ in range(20):  # a birth anywhere on the machine meanwhile: try again
+            stamp = proctree.last_pid()
+            first, second = me.children(recursive=True), me.children(recursive=True)
+            if proctree.last_pid() == stamp:
+                break
+        assert child.pid in [p.pid for p in first]
+        assert [id(p) for p in first] == [id(p) for p in second]
+    finally:
+        child.kill()
+        child.wait()
+    # Dead but not yet re-walked (no birth since): skipped by who reads it, never wrong.
+    for proc in me.children(recursive=True):
+        if proc.pid == child.pid:
+            assert not proc.is_running()
