@@ -6,6 +6,8 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import psutil
 
@@ -13,10 +15,23 @@ from greenloop import proctree
 from greenloop.config import EnergyConfig
 from greenloop.energy import tracker
 
+T = TypeVar("T")
+
 
 def _tree() -> subprocess.Popen[bytes]:
     """A child with two grandchildren."""
     return subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30 & wait"])
+
+
+def _with_no_birth(run: Callable[[], T]) -> T:
+    """`run()`, repeated until no PID was allocated on the machine while it ran (a birth
+    anywhere re-walks the tree, which is right, but not what these tests look at)."""
+    for _ in range(20):
+        stamp = proctree.last_pid()
+        out = run()
+        if proctree.last_pid() == stamp:
+            return out
+    raise AssertionError("a process or thread was born during every one of 20 tries")
 
 
 def test_descendants_are_psutils_children() -> None:
@@ -56,13 +71,11 @@ def test_a_listing_is_reused_until_a_birth_and_then_walked_afresh(monkeypatch) -
     monkeypatch.setattr(proctree, "_walk", lambda pid: walks.append(pid) or real(pid))
     monkeypatch.setattr(proctree, "_listings", {})
     me = os.getpid()
-    for _ in range(20):  # a birth anywhere on the machine meanwhile re-walks: try again
+    def twice() -> tuple[list[int] | None, list[int] | None]:
         walks.clear()
-        stamp = proctree.last_pid()
-        first = proctree.descendants(me)
-        second = proctree.descendants(me)
-        if proctree.last_pid() == stamp:
-            break
+        return proctree.descendants(me), proctree.descendants(me)
+
+    first, second = _with_no_birth(twice)
     assert second == first and len(walks) == 1  # no birth: the same listing
     child = subprocess.Popen(["sleep", "30"])
     try:
@@ -103,13 +116,12 @@ def test_metered_phase_stops_with_one_walk(monkeypatch) -> None:
     walks: list[int] = []
     real = proctree._walk
     monkeypatch.setattr(proctree, "_walk", lambda pid: walks.append(pid) or real(pid))
-    for _ in range(20):  # a birth anywhere on the machine meanwhile re-walks: try again
+    def one_phase() -> None:
         walks.clear()
-        stamp = proctree.last_pid()
         with meter.phase("x"):
             pass
-        if proctree.last_pid() == stamp:
-            break
+
+    _with_no_birth(one_phase)
     assert len(walks) <= 1
 
 
@@ -118,11 +130,8 @@ def test_children_are_the_same_process_objects_until_a_birth() -> None:
     child = subprocess.Popen(["sleep", "30"])
     try:
         me = proctree.Process(os.getpid())
-        for _ in range(20):  # a birth anywhere on the machine meanwhile: try again
-            stamp = proctree.last_pid()
-            first, second = me.children(recursive=True), me.children(recursive=True)
-            if proctree.last_pid() == stamp:
-                break
+        first, second = _with_no_birth(
+            lambda: (me.children(recursive=True), me.children(recursive=True)))
         assert child.pid in [p.pid for p in first]
         assert [id(p) for p in first] == [id(p) for p in second]
     finally:
