@@ -134,7 +134,7 @@ def validate_batch(frame: pd.DataFrame, schema: Schema, cfg: DataConfig) -> pd.D
         text = cat.astype("string").astype(object).where(cat.notna(), None)
         for col in schema.categorical:
             out[col] = text[col].to_numpy(dtype=object)
-    out[schema.target] = _target_column(frame[schema.target], schema.target, cfg).to_numpy()
+    out[schema.target] = _target_column(frame[schema.target], schema.target, cfg)
     return out
 
 
@@ -196,35 +196,51 @@ def _check_finite_float32(values: np.ndarray, columns: list[str], what: str) -> 
                             f"{', '.join(map(repr, names))}")
 
 
-def _target_column(y: pd.Series, name: str, cfg: DataConfig) -> pd.Series:
+def _target_column(y: pd.Series, name: str, cfg: DataConfig) -> np.ndarray:
     """The target typed for the task, missing labels kept as missing (None or NaN)."""
-    labelled = y.notna()
-    as_number = pd.to_numeric(y[labelled], errors="coerce").astype(float)
-    n_inf = int(np.isinf(as_number).sum())
-    if n_inf:  # also for class labels: 'inf' is no class
-        raise BatchRejected(f"target {name!r} has {n_inf} infinite value(s)")
     if cfg.task == "regression":
-        if as_number.isna().any():
-            example = y[labelled][as_number.isna()].iloc[0]
-            raise BatchRejected(f"text in regression target {name!r} (e.g. {str(example)[:30]!r})")
-        values = pd.to_numeric(y, errors="coerce").astype(float).to_numpy()
-        _check_finite_float32(values[:, None], [name], "regression target")
-        return pd.Series(values, name=name, index=y.index)
-    return _class_labels(y, labelled)
+        return _regression_target(y, name)
+    return _class_labels(y, name)
 
 
-def _class_labels(y: pd.Series, labelled: pd.Series) -> pd.Series:
-    """Class labels as text. A column of integer classes is read as float as soon as one
+def _regression_target(y: pd.Series, name: str) -> np.ndarray:
+    if y.dtype.kind in "biuf":  # already numbers (a CSV column of numbers): no parsing
+        values = y.to_numpy(dtype=np.float64, na_value=np.nan)
+        unparsed = np.zeros(len(values), dtype=bool)
+    else:
+        values = pd.to_numeric(y, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        unparsed = y.notna().to_numpy(dtype=bool) & np.isnan(values)
+    n_inf = int(np.isinf(values).sum())
+    if n_inf:
+        raise BatchRejected(f"target {name!r} has {n_inf} infinite value(s)")
+    if unparsed.any():
+        example = y[unparsed].iloc[0]
+        raise BatchRejected(f"text in regression target {name!r} (e.g. {str(example)[:30]!r})")
+    _check_finite_float32(values[:, None], [name], "regression target")
+    return values
+
+
+def _class_labels(y: pd.Series, name: str) -> np.ndarray:
+    """Class labels as text, None where missing. The checks and the text run on the
+    distinct labels only (a few), not per row: a per-row parse was most of a small
+    batch's validation. A column of integer classes is read as float as soon as one
     label is missing (1 -> 1.0): integral floats are written as integers, so a class is
     the same text whether or not its batch has a missing label."""
-    labels = y[labelled]
+    codes, distinct = pd.factorize(y)  # a missing label gets code -1
+    labels = pd.Series(distinct)
+    as_number = pd.to_numeric(labels, errors="coerce").to_numpy(dtype=np.float64,
+                                                               na_value=np.nan)
+    infinite = np.isinf(as_number)
+    if infinite.any():  # 'inf' is no class
+        n_inf = int(np.count_nonzero(infinite[codes[codes >= 0]]))
+        raise BatchRejected(f"target {name!r} has {n_inf} infinite value(s)")
     if pd.api.types.is_float_dtype(labels.dtype):
         values = labels.to_numpy(dtype=float)
         if np.all(values == np.round(values)) and np.all(np.abs(values) < 2**53):
-            labels = pd.Series(values.astype(np.int64), index=labels.index)
-    text = pd.Series(None, index=y.index, dtype=object, name=y.name)
-    text[labelled] = labels.astype(str).to_numpy(dtype=object)
-    return text
+            labels = pd.Series(values.astype(np.int64))
+    # One slot more for code -1: missing labels index the trailing None.
+    text = np.append(labels.astype(str).to_numpy(dtype=object), None)
+    return text[codes]
 
 
 def split_stream(source: pd.DataFrame, cfg: DataConfig) -> Iterator[pd.DataFrame]:

@@ -135,3 +135,16 @@ def test_split_by_rows_and_by_time() -> None:
     parts = list(split_stream(f, by_time))
     assert [len(p) for p in parts] == [30, 30, 30, 30, 10]
     assert "when" in infer_schema(f, by_time).passthrough
+
+
+def test_class_labels_are_typed_per_distinct_label_and_mapped_back_row_by_row(
+        good: pd.DataFrame) -> None:
+    """Labels are checked and written as text once per distinct label, then put back in
+    row order: every row keeps its own class, a missing one stays None, and an infinite
+    label is counted per row, not per distinct value."""
+    y = pd.Series([3.0, np.nan, 1.0, 3.0, None, 2.0] * 10)
+    out = check(good.assign(y=y), good)
+    expected = [None if pd.isna(v) else str(int(v)) for v in y]
+    assert out["y"].tolist() == expected
+    with pytest.raises(BatchRejected, match="target 'y' has 3 infinite"):
+        check(good.assign(y=good["y"].where(~good.index.isin([4, 9, 30]), "inf")), good)
