@@ -102,3 +102,21 @@ def test_the_dvc_cli_sees_added_files_as_tracked_and_restores_them(tmp_path: Pat
     subprocess.run([*dvc, "checkout", str(paths[0].with_name("a.parquet.dvc"))],
                    cwd=tmp_path, capture_output=True, check=True)
     assert paths[0].read_bytes() == content
+
+
+def test_dvcignore_filter_is_reused_until_a_dvcignore_changes(tmp_path: Path) -> None:
+    """DVC's .dvcignore filter lists every folder down to the batch's to build: it is kept
+    between adds to one folder, and built again once a .dvcignore on the way changes (an
+    output it ignores is refused by DVC, as `dvc add` refuses it)."""
+    from dvc.exceptions import DvcException
+
+    versioning.ensure_repo(tmp_path)
+    data = tmp_path / "data" / "accepted" / "m"
+    versioning.dvc_add(tmp_path, _file(data, "a.parquet"))
+    kept = versioning._IGNORES[(tmp_path, data)][1]
+    versioning.dvc_add(tmp_path, _file(data, "b.parquet"))
+    assert versioning._IGNORES[(tmp_path, data)][1] is kept  # not built again
+    (tmp_path / "data" / ".dvcignore").write_text("*.parquet\n")
+    with pytest.raises(DvcException, match="ignored"):
+        versioning.dvc_add(tmp_path, _file(data, "c.parquet"))
+    assert not (data / "c.parquet.dvc").exists()
