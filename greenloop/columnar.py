@@ -25,11 +25,10 @@ def to_arrow(frame: pd.DataFrame) -> pa.Table:
         block = np.asfortranarray(frame[floats].to_numpy())  # each column contiguous
         for k, c in enumerate(floats):
             arrays[c] = pa.array(block[:, k], from_pandas=True)  # NaN -> null, as pandas
-    others = [c for c in frame.columns if c not in arrays]
-    if others:
-        rest = pa.Table.from_pandas(frame[others], preserve_index=False)
-        for c in others:
-            arrays[c] = rest.column(c)
+    for c in frame.columns:
+        if c not in arrays:  # text, integers, booleans: each as `from_pandas` converts it
+            arrays[c] = pa.array(frame[c], from_pandas=True)  # (its whole machinery cost
+            # ~0.7 ms even for the one label column of a 300-row batch, measured)
     return pa.Table.from_arrays([arrays[c] for c in frame.columns],
                                 names=[str(c) for c in frame.columns])
 

@@ -42,3 +42,17 @@ def test_a_pandas_index_in_the_file_is_restored(tmp_path: Path) -> None:
     path = tmp_path / "indexed.parquet"
     frame.to_parquet(path)
     pd.testing.assert_frame_equal(read_parquet(path), pd.read_parquet(path))
+
+
+def test_columns_other_than_float64_are_typed_as_from_pandas_types_them() -> None:
+    """Text, integers, booleans and pandas' nullable dtypes, converted one column at a
+    time: the same Arrow types and values as `Table.from_pandas` gives."""
+    import pyarrow as pa
+
+    frame = _frame(30, 2)
+    frame["nullable_int"] = pd.array([1, None, 3] * 10, dtype="Int64")
+    frame["text"] = pd.array(["a", None, "c"] * 10, dtype="string")
+    ours = to_arrow(frame)
+    theirs = pa.Table.from_pandas(frame, preserve_index=False)
+    assert ours.schema.equals(theirs.schema.remove_metadata())
+    assert ours.equals(pa.Table.from_arrays(theirs.columns, names=theirs.column_names))
