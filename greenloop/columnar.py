@@ -25,10 +25,11 @@ def to_arrow(frame: pd.DataFrame) -> pa.Table:
         block = np.asfortranarray(frame[floats].to_numpy())  # each column contiguous
         for k, c in enumerate(floats):
             arrays[c] = pa.array(block[:, k], from_pandas=True)  # NaN -> null, as pandas
+    # Text, integers, booleans: each converted as `Table.from_pandas` converts it, without
+    # its machinery (~0.7 ms even for the one label column of a 300-row batch, measured).
     for c in frame.columns:
-        if c not in arrays:  # text, integers, booleans: each as `from_pandas` converts it
-            arrays[c] = pa.array(frame[c], from_pandas=True)  # (its whole machinery cost
-            # ~0.7 ms even for the one label column of a 300-row batch, measured)
+        if c not in arrays:
+            arrays[c] = pa.array(frame[c], from_pandas=True)
     return pa.Table.from_arrays([arrays[c] for c in frame.columns],
                                 names=[str(c) for c in frame.columns])
 
