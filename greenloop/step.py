@@ -115,14 +115,14 @@ def bootstrap_decision(inp: StepInput, cfg: GreenloopConfig) -> Decision:
 
 
 def labelled_rows(batch: Batch, cfg: GreenloopConfig) -> int:
-    return int(batch.frame[cfg.data.target].notna().sum())
+    return int(batch.frame[cfg.data.target].count())  # the non-missing labels
 
 
 def new_classes(champion: TabularModel | None, batch: Batch, cfg: GreenloopConfig) -> list[str]:
     if champion is None or cfg.data.task != "classification":
         return []
-    labels = batch.frame[cfg.data.target].dropna().astype(str)
-    return sorted(set(labels) - set(champion.pre.classes))
+    labels = batch.frame[cfg.data.target].dropna().unique()  # a few: text per class, not row
+    return sorted({str(v) for v in labels} - set(champion.pre.classes))
 
 
 def step(inp: StepInput, cfg: GreenloopConfig, schema: Schema, policy: Policy,
