@@ -15,6 +15,10 @@ or without `--core`) uses a seeded SEA-like stream with a data-only config:
     .venv/bin/python benchmarks/skip_cost.py --served --synthetic 300x8
     .venv/bin/python benchmarks/skip_cost.py --served --synthetic 200x500
 
+Beside the skips' CPU-s, a fixed piece of work (`reference_work`) is timed before each
+timed arrival: this host's speed moves by tens of percent from minute to minute, and the
+ratio says whether the code or the host changed between two runs.
+
 Core parts only (`--core`): the pure-core work of a skip, each part timed on its own
 with time.perf_counter, in process, no flows: validation of the batch as read, observe
 (the champion's predictions, score and per-row losses on it) and drift against the reference window
@@ -95,9 +99,31 @@ def timed_arrivals(config: str, paths: list[str], home: str) -> tuple[list[float
         return _timed(one, paths)
 
 
+# CPU-s of `reference_work`, run before each timed arrival in the same process.
+REFERENCE_CPU: list[float] = []
+_REFERENCE_FRAME = pd.DataFrame(np.arange(2400, dtype=float).reshape(300, 8))
+
+
+def reference_work() -> float:
+    """The same fixed work every time, of a skip's kind (Python calls, small pandas and
+    numpy operations), timed in CPU-s beside each arrival. This host's speed varies from
+    minute to minute (a pure-Python loop took 0.37 to 0.74 s across six runs, 7 Dec): a
+    skip's CPU-s read beside this figure says whether the code or the host changed."""
+    c0 = cpu_seconds()
+    total = 0
+    for i in range(50_000):
+        total += i * i
+    frame = _REFERENCE_FRAME
+    for k in range(20):
+        total += int(frame[frame[k % 8] > 1000.0].sum().sum())
+    assert total > 0
+    return cpu_seconds() - c0
+
+
 def _timed(one: Callable[[str], list[dict]], paths: list[str]) -> tuple[list[float], list[float]]:
     walls, cpus = [], []
     for path in paths:
+        REFERENCE_CPU.append(reference_work())
         w0, c0 = time.perf_counter(), cpu_seconds()
         if PROFILE:
             PROFILE.enable()
@@ -268,6 +294,9 @@ def main() -> None:
             "wall_seconds_p90": sorted(walls)[int(0.9 * (len(walls) - 1))],
             "cpu_seconds_median": statistics.median(cpus),
             "cpu_seconds_mean": statistics.fmean(cpus),
+            "reference_work_cpu_seconds_median": statistics.median(REFERENCE_CPU),
+            "cpu_seconds_median_in_reference_works": (statistics.median(cpus)
+                                                      / statistics.median(REFERENCE_CPU)),
             "metered_phases_all_batches": {p: {k: round(v, 4) for k, v in d.items()
                                                if k != "emissions_kg"} for p, d in phases.items()},
             "nproc": os.cpu_count(), "load_average_1min": os.getloadavg()[0],
