@@ -47,10 +47,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 
 from greenloop.config import GreenloopConfig
 from greenloop_cli.main import QUIET_ENV
 from greenloop_cli.servers import IDLE_TRIM, RECORDER_BATCHING
+from tasks.frames import FRAMES
 
 # The CLI's quiet settings; the temporary Prefect server this benchmark starts runs with
 # `serve`'s settings.
@@ -299,6 +301,11 @@ def main() -> None:
                                                       / statistics.median(REFERENCE_CPU)),
             "metered_phases_all_batches": {p: {k: round(v, 4) for k, v in d.items()
                                                if k != "emissions_kg"} for p, d in phases.items()},
+            # Memory at the end: the process, and the batches' frames it holds (within
+            # GREENLOOP_FRAME_CACHE_MB, tasks/frames.py).
+            "rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
+            "frames_held_mb": round(FRAMES.nbytes / 2**20, 1), "frames_held": len(FRAMES),
+            "frames_read": FRAMES.loads,
             "nproc": os.cpu_count(), "load_average_1min": os.getloadavg()[0],
         }
         print(json.dumps(result, indent=1))

@@ -79,6 +79,8 @@ class Work:
 
 def load_work(rt: Runtime, row: BatchRow, force: str | None = None) -> Work:
     batch = rt.batch(row.hash, row.seq, row.accepted_path or "", row.dvc_md5)
+    batch.frame  # noqa: B018 - read now: a damaged file fails here, before any step runs
+    # The history is read when the step needs it (a skip: its drift reference only).
     history = [rt.batch(h.hash, h.seq, h.accepted_path, h.dvc_md5)
                for h in rt.ledger.history(rt.model_name, row.seq)]
     version = rt.ledger.champion(rt.model_name)

@@ -7,6 +7,7 @@ the CodeCarbon tracker, the MLflow client) live here, once per process.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from dataclasses import dataclass, field
@@ -24,7 +25,10 @@ from greenloop.policy import Policy, make_policy
 from greenloop.steps import Batch, make_batch
 from greenloop.workspace import Workspace
 from tasks import handoff
+from tasks.frames import FRAMES, StoredBatch
 from tasks.tracking import Tracker
+
+_FRAMES_KEYS = itertools.count()
 
 
 @dataclass
@@ -32,9 +36,12 @@ class Runtime:
     cfg: GreenloopConfig
     ws: Workspace
     config_path: str
-    frames: dict[str, Batch] = field(default_factory=dict)
+    # Every accepted batch's handle (a few hundred bytes each; the frames are in FRAMES).
+    batches: dict[str, StoredBatch] = field(default_factory=dict)
     models: dict[int, TabularModel] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # This runtime's batches in tasks.frames.FRAMES (unique per runtime, unlike id()).
+    frames_key: int = field(default_factory=lambda: next(_FRAMES_KEYS))
     # The open MLflow run that per-batch runs nest under (a replay or a served session).
     parent_run_id: str | None = None
 
@@ -96,12 +103,20 @@ class Runtime:
         return Tracker(self.tracking_uri, self.experiment, self.ws.artifacts)
 
     def batch(self, digest: str, seq: int, accepted_path: str, md5: str | None = None) -> Batch:
-        """An accepted batch; `md5`, DVC's hash of its file, lets a frame this process
-        wrote be handed over instead of decoded again (tasks/handoff.py)."""
-        if digest not in self.frames:
-            frame = handoff.load(self.ws.home / accepted_path, md5)
-            self.frames[digest] = make_batch(seq, digest, frame, self.cfg.train.holdout_fraction)
-        return self.frames[digest]
+        """An accepted batch, its frame held within the process's budget and read back
+        from its file when evicted (tasks/frames.py); `md5`, DVC's hash of the file, lets
+        a frame this process wrote be handed over instead of decoded again
+        (tasks/handoff.py). Keyed by runtime: a compare's policies never share a frame."""
+        stored = self.batches.get(digest)
+        if stored is None:
+            path, fraction = self.ws.home / accepted_path, self.cfg.train.holdout_fraction
+
+            def materialize() -> Batch:
+                return make_batch(seq, digest, handoff.load(path, md5), fraction)
+
+            stored = self.batches[digest] = StoredBatch(seq, digest, (self.frames_key, digest),
+                                                        materialize)
+        return stored
 
     def model(self, version: int) -> TabularModel:
         if version not in self.models:
@@ -146,3 +161,4 @@ def forget_runtimes() -> None:
             if "ledger" in rt.__dict__:
                 rt.ledger.close()
         _RUNTIMES.clear()
+        FRAMES.clear()

@@ -30,7 +30,17 @@ def late_classes_stream() -> pd.DataFrame:
     return pd.concat(quiet + shifted + late, ignore_index=True)
 
 
-def test_pipeline_and_simulation_agree_batch_by_batch(prefect_harness, home: Path) -> None:
+@pytest.mark.parametrize("frame_budget_mb", [None, "0"], ids=["frames-kept", "frames-reread"])
+def test_pipeline_and_simulation_agree_batch_by_batch(
+        prefect_harness, home: Path, monkeypatch: pytest.MonkeyPatch,
+        frame_budget_mb: str | None) -> None:
+    """Also with no memory for frames at all (tasks/frames.py): every batch of the history
+    read back from its accepted file whenever a step needs it, to the same decisions."""
+    from tasks.frames import FRAMES
+
+    if frame_budget_mb is not None:
+        monkeypatch.setenv("GREENLOOP_FRAME_CACHE_MB", frame_budget_mb)
+    loads = FRAMES.loads
     config = write_project(home, late_classes_stream(), batch_rows=150, overrides={
         "drift": {"report": "never"},
         "policy": {"finetune_quality_drop": 0.03, "retrain_quality_drop": 0.15,
@@ -58,6 +68,9 @@ def test_pipeline_and_simulation_agree_batch_by_batch(prefect_harness, home: Pat
             assert math.isnan(s.quality_before)
         else:
             assert r.quality_before == pytest.approx(s.quality_before, abs=1e-12), r.seq
+
+    if frame_budget_mb is not None:  # the history really was read back, many times over
+        assert FRAMES.loads - loads > 2 * len(rows) and len(FRAMES) == 1
 
     # A control: a simulation with another threshold decides differently, so the
     # comparison above can fail.

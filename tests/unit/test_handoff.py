@@ -85,4 +85,4 @@ def test_the_oldest_frames_are_dropped_beyond_the_cap(tmp_path: Path,
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test_a_kept_frame_is_sized_as_pandas_sizes_it(task: str) -> None:
     frame = _validated(task, seed=3)
-    assert handoff._nbytes(frame) == int(frame.memory_usage(index=False).sum())
+    assert handoff.nbytes(frame) == int(frame.memory_usage(index=False).sum())
