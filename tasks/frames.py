@@ -12,7 +12,8 @@ Parquet file (checked against DVC's md5, tasks/handoff.py) when a step needs it 
 A skip reads only the batch and its drift reference; a fine-tune the last few batches;
 only a retrain on all history reads them all, once each. The holdout rows are drawn from
 the batch's digest (`greenloop.steps.make_batch`), so a batch read back is the batch it
-was: the same decisions whether it stayed in memory or not (tests/unit/test_frames.py).
+was: the same decisions whether it stayed in memory or not (tests/unit/test_frames.py,
+and tests/integration/test_step_equivalence.py with a budget of 0).
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class StoredBatch(Batch):
     """A batch whose frame is fetched from `FRAMES` at each use (one dictionary lookup
     while it is held; `materialize` reads it back when it is not)."""
 
-    def __init__(self, seq: int, digest: str, key: Hashable,  # noqa: D107
+    def __init__(self, seq: int, digest: str, key: Hashable,
                  materialize: Callable[[], Batch], cache: FrameCache = FRAMES) -> None:
         # Batch is a frozen dataclass: its fields are set as its own __init__ sets them.
         for name, value in (("seq", seq), ("digest", digest), ("_key", key),
