@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -29,6 +30,7 @@ from tasks.frames import FRAMES, StoredBatch
 from tasks.tracking import Tracker
 
 _FRAMES_KEYS = itertools.count()
+KEPT_MODELS = 4  # loaded versions kept per runtime (a rollback target is fetched again)
 
 
 @dataclass
@@ -38,7 +40,8 @@ class Runtime:
     config_path: str
     # Every accepted batch's handle (a few hundred bytes each; the frames are in FRAMES).
     batches: dict[str, StoredBatch] = field(default_factory=dict)
-    models: dict[int, TabularModel] = field(default_factory=dict)
+    # The versions loaded last (the champion is asked for at every batch, so it stays).
+    models: OrderedDict[int, TabularModel] = field(default_factory=OrderedDict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     # This runtime's batches in tasks.frames.FRAMES (unique per runtime, unlike id()).
     frames_key: int = field(default_factory=lambda: next(_FRAMES_KEYS))
@@ -119,9 +122,16 @@ class Runtime:
         return stored
 
     def model(self, version: int) -> TabularModel:
-        if version not in self.models:
-            self.models[version] = self.tracker.fetch_model(
-                self.model_name, version, self.ws.models(self.model_name))
+        """A registered version, loaded once and kept while it is among the
+        KEPT_MODELS most recently asked for: every version a model was ever promoted
+        to stayed loaded before, for the life of a served process."""
+        if version in self.models:
+            self.models.move_to_end(version)
+            return self.models[version]
+        self.models[version] = self.tracker.fetch_model(
+            self.model_name, version, self.ws.models(self.model_name))
+        while len(self.models) > KEPT_MODELS:
+            self.models.popitem(last=False)
         return self.models[version]
 
 
