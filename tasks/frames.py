@@ -23,9 +23,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
-import numpy as np
-import pandas as pd
-
 from greenloop.steps import Batch
 from tasks.handoff import nbytes
 
@@ -83,6 +80,10 @@ class FrameCache:
 FRAMES = FrameCache()
 
 
+def _held(name: str) -> property:
+    return property(lambda self: getattr(self._batch(), name))
+
+
 class StoredBatch(Batch):
     """A batch whose frame is fetched from `FRAMES` at each use (one dictionary lookup
     while it is held; `materialize` reads it back when it is not)."""
@@ -97,21 +98,11 @@ class StoredBatch(Batch):
     def _batch(self) -> Batch:
         return self._cache.get(self._key, self._materialize)
 
-    @property  # type: ignore[override]
-    def frame(self) -> pd.DataFrame:
-        return self._batch().frame
-
-    @property  # type: ignore[override]
-    def holdout_mask(self) -> np.ndarray:
-        return self._batch().holdout_mask
-
-    @property  # type: ignore[override]
-    def train(self) -> pd.DataFrame:
-        return self._batch().train
-
-    @property  # type: ignore[override]
-    def holdout(self) -> pd.DataFrame:
-        return self._batch().holdout
+    # What a step reads from a batch, each taken from the held (or read-back) batch.
+    frame = _held("frame")
+    holdout_mask = _held("holdout_mask")
+    train = _held("train")
+    holdout = _held("holdout")
 
     def __repr__(self) -> str:
         return f"StoredBatch(seq={self.seq}, digest={self.digest[:12]})"
