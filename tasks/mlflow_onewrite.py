@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from mlflow.entities import (
@@ -40,6 +41,7 @@ from mlflow.entities import (
 )
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
+from mlflow.store.db.db_types import SQLITE
 from mlflow.store.model_registry.dbmodels.models import (
     SqlRegisteredModel,
     SqlRegisteredModelAlias,
@@ -62,7 +64,7 @@ from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_USER
 from mlflow.utils.uri import append_to_uri_path
 from mlflow.utils.validation import _validate_batch_log_data, _validate_batch_log_limits
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, insert, select
 
 
 def sql_store(client: Any) -> SqlAlchemyStore | None:  # noqa: ANN401 - MlflowClient
@@ -107,21 +109,40 @@ def write_finished_run(store: SqlAlchemyStore, experiment_id: str, name: str,
     (the caller drops the rest, as `Tracker.log_run` always did)."""
     run_id = uuid.uuid4().hex
     all_tags, params = _validated({**tags, MLFLOW_RUN_NAME: name}, params, metrics)
-    with store.ManagedSessionMaker(read_only=False) as session:
-        artifact_uri = append_to_uri_path(_active_location(session, experiment_id), run_id,
+    with _write_transaction(store) as conn:
+        artifact_uri = append_to_uri_path(_active_location(conn, experiment_id), run_id,
                                           SqlAlchemyStore.ARTIFACTS_FOLDER_NAME)
-        session.execute(insert(SqlRun.__table__), [_run_row(
+        conn.execute(insert(SqlRun.__table__), [_run_row(
             run_id, name, artifact_uri, experiment_id, all_tags.get(MLFLOW_USER, "unknown"),
             start_ms, end_ms)])
-        _insert(session, SqlTag, [{"run_uuid": run_id, "key": k, "value": v}
-                                  for k, v in all_tags.items()])
-        _insert(session, SqlParam, [{"run_uuid": run_id, "key": k, "value": v}
-                                    for k, v in params.items()])
+        _insert(conn, SqlTag, [{"run_uuid": run_id, "key": k, "value": v}
+                               for k, v in all_tags.items()])
+        _insert(conn, SqlParam, [{"run_uuid": run_id, "key": k, "value": v}
+                                 for k, v in params.items()])
         rows = [_metric_row(run_id, k, v, start_ms) for k, v in metrics.items()]
-        _insert(session, SqlMetric, rows)
-        _insert(session, SqlLatestMetric, rows)
-        _write_inputs(session, int(experiment_id), run_id, datasets)
+        _insert(conn, SqlMetric, rows)
+        _insert(conn, SqlLatestMetric, rows)
+        _write_inputs(conn, int(experiment_id), run_id, datasets)
     return run_id, artifact_uri
+
+
+# What MLflow's managed session sets on a SQLite connection before each use; set here the
+# same way (outside the transaction, which the driver opens at the first INSERT).
+_SQLITE_PRAGMAS = ("PRAGMA foreign_keys = ON;", "PRAGMA busy_timeout = 20000;",
+                   "PRAGMA case_sensitive_like = true;")
+
+
+@contextmanager
+def _write_transaction(store: SqlAlchemyStore) -> Iterator[Connection]:
+    """One transaction on a connection of the store's engine, committed whole or rolled
+    back. An ORM session (MLflow's `ManagedSessionMaker`) does the same with ~1.2 ms more
+    CPU per run of a skip (its unit of work, its query objects), measured 7 Dec: these are
+    plain inserts, with nothing for the ORM to track."""
+    with store.engine.begin() as conn:
+        if store.db_type == SQLITE:
+            for pragma in _SQLITE_PRAGMAS:
+                conn.exec_driver_sql(pragma)
+        yield conn
 
 
 def _validated(tags: dict[str, str], params: dict[str, str], metrics: dict[str, float]
@@ -135,10 +156,11 @@ def _validated(tags: dict[str, str], params: dict[str, str], metrics: dict[str, 
     return {t.key: t.value for t in checked_tags}, {p.key: p.value for p in checked_params}
 
 
-def _active_location(session: Any, experiment_id: str) -> str:  # noqa: ANN401
+def _active_location(conn: Connection, experiment_id: str) -> str:
     """The experiment's artifact location; refused, as MLflow refuses, if it is deleted."""
-    found = (session.query(SqlExperiment.lifecycle_stage, SqlExperiment.artifact_location)
-             .filter(SqlExperiment.experiment_id == int(experiment_id)).one_or_none())
+    found = conn.execute(
+        select(SqlExperiment.lifecycle_stage, SqlExperiment.artifact_location)
+        .where(SqlExperiment.experiment_id == int(experiment_id))).one_or_none()
     if found is None:
         raise MlflowException(f"No Experiment with id={experiment_id} exists",
                               RESOURCE_DOES_NOT_EXIST)
@@ -166,12 +188,12 @@ def _metric_row(run_id: str, key: str, value: float, ts_ms: int) -> dict[str, An
             "step": 0, "is_nan": False}
 
 
-def _insert(session: Any, model: type, rows: list[dict[str, Any]]) -> None:  # noqa: ANN401
+def _insert(conn: Connection, model: type, rows: list[dict[str, Any]]) -> None:
     if rows:
-        session.execute(insert(model.__table__), rows)
+        conn.execute(insert(model.__table__), rows)
 
 
-def _write_inputs(session: Any, experiment_id: int, run_id: str,  # noqa: ANN401
+def _write_inputs(conn: Connection, experiment_id: int, run_id: str,
                   datasets: Sequence[DatasetInput]) -> None:
     """Datasets are shared per experiment by (name, digest), as MLflow's store does: an
     existing one is linked, a new one inserted; each gets an input edge with its tags."""
@@ -181,13 +203,13 @@ def _write_inputs(session: Any, experiment_id: int, run_id: str,  # noqa: ANN401
         if (ds.name, ds.digest) in seen:
             continue
         seen.add((ds.name, ds.digest))
-        existing = (session.query(SqlDataset.dataset_uuid)
-                    .filter(SqlDataset.experiment_id == experiment_id,
-                            SqlDataset.name == ds.name, SqlDataset.digest == ds.digest)
-                    .one_or_none())
+        existing = conn.execute(
+            select(SqlDataset.dataset_uuid).where(
+                SqlDataset.experiment_id == experiment_id, SqlDataset.name == ds.name,
+                SqlDataset.digest == ds.digest)).one_or_none()
         if existing is None:
             dataset_uuid = uuid.uuid4().hex
-            _insert(session, SqlDataset, [{
+            _insert(conn, SqlDataset, [{
                 "dataset_uuid": dataset_uuid, "experiment_id": experiment_id, "name": ds.name,
                 "digest": ds.digest, "dataset_source_type": ds.source_type,
                 "dataset_source": ds.source, "dataset_schema": ds.schema,
@@ -195,8 +217,8 @@ def _write_inputs(session: Any, experiment_id: int, run_id: str,  # noqa: ANN401
         else:
             dataset_uuid = existing[0]
         input_uuid = uuid.uuid4().hex
-        _insert(session, SqlInput, [{"input_uuid": input_uuid, "source_type": "DATASET",
+        _insert(conn, SqlInput, [{"input_uuid": input_uuid, "source_type": "DATASET",
                                      "source_id": dataset_uuid, "destination_type": "RUN",
                                      "destination_id": run_id}])
-        _insert(session, SqlInputTag, [{"input_uuid": input_uuid, "name": t.key,
+        _insert(conn, SqlInputTag, [{"input_uuid": input_uuid, "name": t.key,
                                         "value": t.value} for t in dataset_input.tags])

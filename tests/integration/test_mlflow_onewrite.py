@@ -152,6 +152,20 @@ def test_a_run_into_a_deleted_experiment_is_refused(tmp_path: Path) -> None:
         tracker.log_run("b1", PARAMS, METRICS, TAGS)
 
 
+def test_a_run_whose_last_insert_fails_leaves_nothing(tmp_path: Path) -> None:
+    """The dataset input's tag is the last row written; a NULL there fails the insert
+    after the run, its tags, params and metrics are in: the whole transaction is undone."""
+    from sqlalchemy.exc import IntegrityError
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp", tmp_path / "artifacts")
+    broken = DatasetRef("batch-00007", "b" * 32, "/data/b7.parquet", None, 336)  # type: ignore[arg-type]
+    with pytest.raises(IntegrityError, match="NOT NULL"):
+        tracker.log_run("b1", PARAMS, METRICS, TAGS, datasets=[broken])
+    assert tracker.client.search_runs([tracker.experiment_id]) == []
+    ok = tracker.log_run("b2", PARAMS, METRICS, TAGS, datasets=_datasets("c" * 32))
+    assert [r.info.run_id for r in tracker.client.search_runs([tracker.experiment_id])] == [ok]
+
+
 @pytest.mark.parametrize("column", ["price (USD)", "µg/m³", "a//b", "a/./b", "x" * 300])
 def test_any_column_name_makes_a_drift_score_mlflow_accepts(column: str) -> None:
     from mlflow.utils.validation import _validate_metric_name
