@@ -7,16 +7,18 @@ a busy one, and most of a skip's metering. Linux lists each thread's children in
 `/proc/<pid>/task/<tid>/children`, so the same set costs one read per thread of the
 tree. Where that file does not exist (kernel without CONFIG_PROC_CHILDREN, not Linux),
 psutil's own walk is used. The answer is the same set; only its cost changes. A walk is
-reused until a process or thread is born (`descendants`).
+reused until a process or thread is born (`descendants`). The tracked process's own CPU
+times come from `getrusage` rather than /proc/self/stat: the same kernel counters.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import Any, NamedTuple
 
 import psutil
 
@@ -117,8 +119,30 @@ def _walk(pid: int) -> list[int] | None:
     return found
 
 
+class OwnCpuTimes(NamedTuple):
+    """What `psutil.Process.cpu_times()` answers for this process, but for iowait."""
+
+    user: float
+    system: float
+    children_user: float
+    children_system: float
+
+
 class Process(psutil.Process):
-    """psutil.Process whose `children` reads the per-thread lists when it can."""
+    """psutil.Process whose `children` reads the per-thread lists when it can, and
+    whose `cpu_times` for the calling process itself asks the kernel directly."""
+
+    def cpu_times(self) -> Any:  # noqa: ANN401 - psutil's namedtuple, or OwnCpuTimes
+        """For this process: `getrusage`, the same counters the kernel writes into
+        /proc/self/stat (both sum every thread, the ended ones too), in microseconds
+        instead of clock ticks. CodeCarbon reads the tracked process's CPU times at
+        both ends of every metered phase: parsing /proc/self/stat cost ~30 µs a read
+        against ~2 µs (measured 7 Dec, 12 threads)."""
+        if self.pid != os.getpid():  # another process, or this object survived a fork
+            return super().cpu_times()
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return OwnCpuTimes(own.ru_utime, own.ru_stime, kids.ru_utime, kids.ru_stime)
 
     def children(self, recursive: bool = False) -> list[psutil.Process]:
         if not recursive:

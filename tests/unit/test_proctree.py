@@ -141,3 +141,26 @@ def test_children_are_the_same_process_objects_until_a_birth() -> None:
     for proc in me.children(recursive=True):
         if proc.pid == child.pid:
             assert not proc.is_running()
+
+
+def test_own_cpu_times_are_the_kernels_as_psutil_reads_them() -> None:
+    """getrusage and /proc/self/stat are the same counters: ours falls between two of
+    psutil's reads, give or take a clock tick (psutil's unit) each side."""
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:  # some CPU time to compare
+        pass
+    ours = proctree.Process(os.getpid())
+    before = psutil.Process().cpu_times()
+    mine = ours.cpu_times()
+    after = psutil.Process().cpu_times()
+    tick = 1.0 / os.sysconf("SC_CLK_TCK")
+    total = mine.user + mine.system
+    assert before.user + before.system - 2 * tick <= total <= after.user + after.system + 2 * tick
+    assert total > 0.3
+    assert mine.children_user >= 0 and mine.children_system >= 0
+    child = subprocess.Popen(["sleep", "30"])
+    try:  # any other process: psutil's own answer (with iowait)
+        assert hasattr(proctree.Process(child.pid).cpu_times(), "iowait")
+    finally:
+        child.kill()
+        child.wait()
