@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import IO
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _THREAD_LOCKS: dict[Path, threading.Lock] = {}
@@ -37,13 +38,11 @@ def lock_path(state: Path, name: str) -> Path:
 def file_lock(path: Path, timeout_s: float | None = None, poll_s: float = 0.05) -> Iterator[None]:
     """Exclusive lock on `path`: a thread lock (flock is per open file, not per thread)
     and then the flock itself. `timeout_s=None` waits for as long as it takes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _GUARD:
-        tlock = _THREAD_LOCKS.setdefault(path.resolve(), threading.Lock())
+    tlock = _thread_lock(path)
     if not tlock.acquire(timeout=-1 if timeout_s is None else timeout_s):
         raise LockTimeout(f"{path.name} is held by another thread")
     try:
-        with path.open("a") as f:
+        with _open_lock_file(path) as f:
             deadline = None if timeout_s is None else time.monotonic() + timeout_s
             while True:
                 try:
@@ -59,6 +58,26 @@ def file_lock(path: Path, timeout_s: float | None = None, poll_s: float = 0.05) 
                 fcntl.flock(f, fcntl.LOCK_UN)
     finally:
         tlock.release()
+
+
+def _thread_lock(path: Path) -> threading.Lock:
+    """The thread lock of the file `path` resolves to, resolved once per path: a lock
+    is taken several times per batch, and resolving walks every folder of the path."""
+    with _GUARD:
+        tlock = _THREAD_LOCKS.get(path)
+        if tlock is None:
+            tlock = _THREAD_LOCKS.setdefault(path.resolve(), threading.Lock())
+            _THREAD_LOCKS[path] = tlock
+        return tlock
+
+
+def _open_lock_file(path: Path) -> IO[str]:
+    """The lock file, opened for append; its folder is made only when it is missing."""
+    try:
+        return path.open("a")
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.open("a")
 
 
 def model_lock(state: Path, model: str, kind: str,
