@@ -6,7 +6,8 @@ Comma-separated files take pandas' default path unchanged: the sniffing reads on
 first two lines, which the completeness check reads anyway. A compressed CSV (`.gz`,
 `.bz2`, `.xz`, or a `.zip` holding one file), as exports are often mailed or
 downloaded, is decompressed in memory first (a batch, not a whole dataset) and then read
-by the same rules.
+by the same rules. Text is UTF-8 (with or without a byte-order mark); a file that is not
+valid UTF-8 is read as Windows-1252, as Excel on Windows exports it.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ class UnreadableArchive(ValueError):
 
 
 COMPRESSED = (".gz", ".bz2", ".xz", ".zip")
+# What a file that is not UTF-8 is read as: Windows-1252, the code page of Excel's "CSV"
+# export in Western Europe and the Americas. Five byte values are undefined in it, so a
+# file holding one of them is still refused.
+FALLBACK_ENCODING = "cp1252"
 # A batch, not a dataset: a file that inflates past this is refused before it fills memory.
 MAX_DECOMPRESSED_BYTES = 1 << 30
 
@@ -86,9 +91,16 @@ def read_csv(path: Path) -> pd.DataFrame:
         tail, size, source = data[-65536:], len(data), io.BytesIO(data)
     dialect = sniff(head, second)
     _check_complete(head, tail, size, dialect.sep)
-    if dialect == Dialect():
-        return pd.read_csv(source, low_memory=False)
-    return pd.read_csv(source, low_memory=False, sep=dialect.sep, decimal=dialect.decimal)
+    options = {} if dialect == Dialect() else {"sep": dialect.sep, "decimal": dialect.decimal}
+    try:
+        return pd.read_csv(source, low_memory=False, **options)
+    except UnicodeDecodeError as not_utf8:
+        if isinstance(source, io.BytesIO):
+            source.seek(0)
+        try:  # Excel on Windows saves "CSV" in its ANSI code page: é, ü, € as one byte
+            return pd.read_csv(source, low_memory=False, encoding=FALLBACK_ENCODING, **options)
+        except UnicodeDecodeError:  # not that either: refused as not UTF-8
+            raise not_utf8 from None
 
 
 def sniff(head: bytes, second: bytes) -> Dialect:

@@ -102,3 +102,29 @@ def test_an_archive_that_inflates_past_the_limit_is_refused(tmp_path: Path,
     monkeypatch.setattr(csvfile, "MAX_DECOMPRESSED_BYTES", 10_000)
     with pytest.raises(BatchRejected, match="decompresses to over"):
         read_table(path)
+
+
+@pytest.mark.parametrize("name", ["b.csv", "b.csv.gz"])
+def test_a_windows_1252_export_reads_as_its_utf8_twin(tmp_path: Path, name: str) -> None:
+    """Excel on Windows saves CSV in its code page: é, ü and € are one byte each."""
+    frame = FRAME.assign(city=["Besançon", "Zürich", "Besançon"], y=["oui €", "non", "oui €"])
+    text = frame.to_csv(index=False, sep=";", decimal=",")
+    utf8 = tmp_path / "utf8.csv"
+    utf8.write_text(text, encoding="utf-8")
+    ansi = tmp_path / name
+    data = text.encode("cp1252")
+    ansi.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    with pytest.raises(UnicodeDecodeError):
+        data.decode("utf-8")  # not UTF-8: the fallback is what reads it
+    pd.testing.assert_frame_equal(read_table(ansi), read_table(utf8))
+    pd.testing.assert_frame_equal(read_table(utf8), frame)
+    bom = tmp_path / "bom.csv"
+    bom.write_text(text, encoding="utf-8-sig")
+    pd.testing.assert_frame_equal(read_table(bom), frame)
+
+
+def test_a_file_neither_utf8_nor_windows_1252_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "b.csv"
+    path.write_bytes(b"city,x,n,y\nLyon\x81,1.5,1,yes\nNice,2.0,2,no\n")  # 0x81: in neither
+    with pytest.raises(BatchRejected, match="b.csv: unreadable csv .*utf-8"):
+        read_table(path)
