@@ -130,7 +130,7 @@ def validate_batch(frame: pd.DataFrame, schema: Schema, cfg: DataConfig) -> pd.D
     # 500-column batch, measured).
     out = _numeric_block(frame, list(schema.numeric))
     if schema.categorical:
-        cat = frame[list(schema.categorical)]
+        cat = _integral_codes_as_integers(frame[list(schema.categorical)])
         text = cat.astype("string").astype(object).where(cat.notna(), None)
         for col in schema.categorical:
             out[col] = text[col].to_numpy(dtype=object)
@@ -194,6 +194,23 @@ def _check_finite_float32(values: np.ndarray, columns: list[str], what: str) -> 
         names = [c for c, bad in zip(columns, too_large, strict=True) if bad]
         raise BatchRejected(f"value beyond float32 range (|x| > {FLOAT32_MAX:.4g}) in {what} "
                             f"{', '.join(map(repr, names))}")
+
+
+def _integral_codes_as_integers(cat: pd.DataFrame) -> pd.DataFrame:
+    """A categorical column of integer codes is read as float as soon as one value is
+    missing (3 -> 3.0): written as integers, a level is the same text ('3') whether or
+    not its batch has a gap, as class labels are (`_class_labels`)."""
+    floats = [col for col, dtype in zip(cat.columns, cat.dtypes, strict=True)
+              if dtype.kind == "f"]
+    if not floats:
+        return cat
+    cat = cat.copy(deep=False)
+    for col in floats:
+        values = cat[col].to_numpy(dtype=np.float64, na_value=np.nan)
+        known = values[~np.isnan(values)]
+        if np.all(known == np.round(known)) and np.all(np.abs(known) < 2**53):
+            cat[col] = pd.array(values, dtype="Int64")  # NaN becomes <NA>: still missing
+    return cat
 
 
 def _target_column(y: pd.Series, name: str, cfg: DataConfig) -> np.ndarray:

@@ -148,3 +148,23 @@ def test_class_labels_are_typed_per_distinct_label_and_mapped_back_row_by_row(
     assert out["y"].tolist() == expected
     with pytest.raises(BatchRejected, match="target 'y' has 3 infinite"):
         check(good.assign(y=good["y"].where(~good.index.isin([4, 9, 30]), "inf")), good)
+
+
+def test_an_integer_coded_category_is_one_level_with_or_without_a_gap(tmp_path: Path) -> None:
+    """Codes 1, 2 read as 1.0, 2.0 from a file with a missing code: still '1' and '2',
+    not new levels the model never saw. Codes that are not whole keep their decimals."""
+    src = pd.DataFrame({"x": [0.5, 1.5, 2.5, 3.5], "code": [1, 2, 1, 2],
+                        "ratio": [0.5, 1.5, 0.5, 1.5], "y": ["a", "b", "a", "b"]})
+    cfg = DataConfig(path=Path("x.csv"), target="y", task="classification", batch_rows=4,
+                     categorical=["code", "ratio"])
+    schema = infer_schema(src, cfg)
+    full, gappy = tmp_path / "full.csv", tmp_path / "gappy.csv"
+    src.to_csv(full, index=False)
+    src.assign(code=[1, None, 1, 2], ratio=[0.5, None, 0.5, 1.5]).to_csv(gappy, index=False)
+    assert read_table(gappy)["code"].dtype == np.float64  # what makes the difference
+    a = validate_batch(read_table(full), schema, cfg)
+    b = validate_batch(read_table(gappy), schema, cfg)
+    assert a["code"].tolist() == ["1", "2", "1", "2"]
+    assert b["code"].tolist() == ["1", None, "1", "2"]
+    assert a["ratio"].tolist() == ["0.5", "1.5", "0.5", "1.5"]
+    assert b["ratio"].tolist() == ["0.5", None, "0.5", "1.5"]
