@@ -7,7 +7,6 @@ Each test here failed on the commit before the change it checks (docs/reliabilit
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from greenloop.model import TabularModel
 from greenloop.redact import redact
 from greenloop.steps import concat, judge, make_batch
 from greenloop.train import retrain
-from tests.conftest import make_frame, write_project
+from tests.conftest import held_by_another_thread, make_frame, write_project
 from tests.reliability.conftest import MODEL, NAME, Project, bootstrap, new_project
 
 SECRET_URI = "https://alice:s3cret-pw@mlflow.example.com:5000"
@@ -212,23 +211,10 @@ def _ledger_with_a_batch(tmp_path: Path) -> Ledger:
 
 def test_reset_is_refused_while_an_update_holds_the_lock(tmp_path: Path) -> None:
     ledger = _ledger_with_a_batch(tmp_path)
-    held, release = threading.Event(), threading.Event()
-
-    def served_update() -> None:
-        with model_lock(tmp_path / "state", "m-gated", "update"):
-            held.set()
-            release.wait(30)
-
-    t = threading.Thread(target=served_update)
-    t.start()
-    try:
-        assert held.wait(30)
+    with held_by_another_thread(model_lock(tmp_path / "state", "m-gated", "update")):
         with pytest.raises(LedgerBusy, match="refusing to reset m-gated"):
             ledger.reset("m-gated")
         assert len(ledger.batches("m-gated")) == 1
-    finally:
-        release.set()
-        t.join()
     ledger.reset("m-gated")  # control: free, it resets
     assert ledger.batches("m-gated") == []
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
 
 from greenloop.locks import LockTimeout, file_lock, model_lock
+from tests.conftest import held_by_another_thread
 
 
 def test_a_lock_folder_removed_while_serving_is_made_again(tmp_path: Path) -> None:
@@ -24,23 +24,10 @@ def test_two_names_of_one_file_share_its_lock(tmp_path: Path) -> None:
     (tmp_path / "real").mkdir()
     (tmp_path / "alias").symlink_to(tmp_path / "real")
     direct, linked = tmp_path / "real" / "x.lock", tmp_path / "alias" / "x.lock"
-    held, release = threading.Event(), threading.Event()
-
-    def holder() -> None:
-        with file_lock(direct):
-            held.set()
-            release.wait(30)
-
-    t = threading.Thread(target=holder)
-    t.start()
-    try:
-        assert held.wait(30)
+    with held_by_another_thread(file_lock(direct)):
         for _ in range(2):  # the second time through the name already seen
             with pytest.raises(LockTimeout, match="held by another thread"), \
                     file_lock(linked, timeout_s=0.1):
                 pass
-    finally:
-        release.set()
-        t.join()
     with file_lock(linked, timeout_s=1):  # released: the other name takes it
         pass
