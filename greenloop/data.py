@@ -196,6 +196,11 @@ def _check_finite_float32(values: np.ndarray, columns: list[str], what: str) -> 
                             f"{', '.join(map(repr, names))}")
 
 
+def _whole_numbers(values: np.ndarray) -> bool:
+    """Every value a whole number that int64 and float64 both hold exactly."""
+    return bool(np.all(values == np.round(values)) and np.all(np.abs(values) < 2**53))
+
+
 def _integral_codes_as_integers(cat: pd.DataFrame) -> pd.DataFrame:
     """A categorical column of integer codes is read as float as soon as one value is
     missing (3 -> 3.0): written as integers, a level is the same text ('3') whether or
@@ -208,7 +213,7 @@ def _integral_codes_as_integers(cat: pd.DataFrame) -> pd.DataFrame:
     for col in floats:
         values = cat[col].to_numpy(dtype=np.float64, na_value=np.nan)
         known = values[~np.isnan(values)]
-        if np.all(known == np.round(known)) and np.all(np.abs(known) < 2**53):
+        if _whole_numbers(known):
             cat[col] = pd.array(values, dtype="Int64")  # NaN becomes <NA>: still missing
     return cat
 
@@ -253,7 +258,7 @@ def _class_labels(y: pd.Series, name: str) -> np.ndarray:
         raise BatchRejected(f"target {name!r} has {n_inf} infinite value(s)")
     if pd.api.types.is_float_dtype(labels.dtype):
         values = labels.to_numpy(dtype=float)
-        if np.all(values == np.round(values)) and np.all(np.abs(values) < 2**53):
+        if _whole_numbers(values):
             labels = pd.Series(values.astype(np.int64))
     # One slot more for code -1: missing labels index the trailing None.
     text = np.append(labels.astype(str).to_numpy(dtype=object), None)
