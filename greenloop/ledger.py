@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
+from greenloop.ledger_history import CHANGES_SQL, HistoryCache, HistoryRef
 from greenloop.locks import LockTimeout, lock_path, model_lock
 
 SCHEMA = """
@@ -95,15 +96,6 @@ class LedgerBusy(RuntimeError):
 TERMINAL = ("processed",)
 
 
-class HistoryRef(NamedTuple):
-    """An accepted batch as the history of a later one: where its file is."""
-
-    hash: str
-    seq: int
-    accepted_path: str
-    dvc_md5: str | None
-
-
 @dataclass(frozen=True)
 class BatchRow:
     model: str
@@ -156,6 +148,8 @@ class Ledger:
         self._guard = threading.Lock()
         when_unlocked(lambda: self._conn.executescript(SCHEMA))
         when_unlocked(self._migrate)
+        when_unlocked(lambda: self._conn.executescript(CHANGES_SQL))
+        self._history = HistoryCache(lambda: self._conn)
 
     def _migrate(self) -> None:
         for table, column, decl in MIGRATIONS:
@@ -252,21 +246,14 @@ class Ledger:
 
     def update_index(self, model: str, seq: int) -> int:
         """How many post-bootstrap batches were processed before `seq` (periodic's cadence)."""
-        return int(self._conn.execute(
-            "SELECT COUNT(*) FROM batches WHERE model=? AND status='processed' AND role='update'"
-            " AND seq<?", (model, seq)).fetchone()[0])
+        return self._history.update_index(model, seq)
 
     def history(self, model: str, before_seq: int) -> list[HistoryRef]:
         """Accepted batches that arrived before `before_seq`, oldest first: what loading
-        each one needs, not its whole row. Every batch reads its history, which grows by
-        one row per batch: at 1000 rows, 8.4 ms as full rows, 1.3 ms as these."""
-        cursor = self._conn.cursor()
-        cursor.row_factory = None  # plain tuples: no sqlite3.Row per row
-        rows = cursor.execute(
-            "SELECT hash, seq, accepted_path, dvc_md5 FROM batches WHERE model=? AND seq<? "
-            "AND accepted_path IS NOT NULL AND status IN ('accepted','processed') ORDER BY seq",
-            (model, before_seq))
-        return list(map(HistoryRef._make, rows))
+        each one needs, not its whole row. Kept between calls and patched with what
+        changed since (greenloop/ledger_history.py): a long stream does not make every
+        batch read its whole history again."""
+        return self._history.history(model, before_seq)
 
     # -- energy --------------------------------------------------------------------
     def add_energy(self, model: str, digest: str | None, phase: str, reading: dict[str, float],
