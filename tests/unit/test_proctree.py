@@ -164,3 +164,21 @@ def test_own_cpu_times_are_the_kernels_as_psutil_reads_them() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_ram_meter_reads_each_childs_rss_and_sees_a_child_born_later() -> None:
+    """The RAM meter's children lookup keeps one Process of the tracked pid: a child
+    started after its first call is still counted at the next."""
+    t = tracker(EnergyConfig())
+    ram = next(hw for hw in t._hardware if hasattr(hw, "_get_children_memories"))
+    before = ram._get_children_memories()
+    child = _tree()
+    try:
+        time.sleep(0.2)  # the shell has started its two sleeps
+        after = ram._get_children_memories()
+        expected = psutil.Process(os.getpid()).children(recursive=True)
+        assert len(after) == len(expected) >= len(before) + 3
+        assert all(rss > 0 for rss in after)
+    finally:
+        child.kill()
+        child.wait()
