@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from greenloop.faults import checkpoint
+from tasks.dvcyaml import fast_stage_files
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 # DVC's "To track the changes with git, run: ..." hints are noise in a pipeline log.
@@ -173,7 +174,7 @@ def dvc_add(home: Path, path: Path) -> str:
         try:
             with (lock_repo(repo), _parsed_config(home, repo),
                   _kept_ignores(home, repo, path.parent),
-                  repo.scm_context()):
+                  repo.scm_context(), fast_stage_files()):
                 stage = repo.stage.create(single_stage=True, validate=False, fname=str(dvcfile),
                                           wdir=str(path.parent), outs=[path.name])
                 # Hash, save to the cache, .gitignore entry; as `dvc add --no-relink`: the

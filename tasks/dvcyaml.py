@@ -1,0 +1,86 @@
+""".dvc files of new stages written by PyYAML's C emitter instead of ruamel's Python one.
+
+DVC writes a stage file through ruamel.yaml's round-trip dumper: 0.68 ms for the four
+lines of a batch's .dvc file against 0.05 ms with PyYAML's `CSafeDumper` (measured 7
+Dec), about a sixth of an add. The text is the same for such a file; what matters is
+that DVC reads back what it meant, and DVC reads with ruamel's YAML 1.2 rules while
+PyYAML quotes by YAML 1.1's. They differ on a few plain scalars (`123e45` is a number
+in 1.2 and text in 1.1), so a value that ruamel would read as anything but text, any
+type other than plain dicts, lists, text, integers and booleans (a stage DVC loaded
+keeps its comments in ruamel's own types), or any call DVC makes with other options
+goes to DVC's own dumper, as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import yaml
+
+_STR = "tag:yaml.org,2002:str"
+
+
+def plain_yaml(data: Any) -> str | None:  # noqa: ANN401 - DVC's stage dictionary
+    """The YAML text DVC would write for `data`, or None when this writer is not sure."""
+    strings: list[str] = []
+    if not _collect_strings(data, strings) or not all(map(_read_as_text, strings)):
+        return None
+    return yaml.dump(data, Dumper=yaml.CSafeDumper, default_flow_style=False,
+                     sort_keys=False, allow_unicode=True)
+
+
+def _collect_strings(value: Any, into: list[str]) -> bool:  # noqa: ANN401
+    """False for a value of any other type than these (exactly: no subclasses)."""
+    kind = type(value)
+    if kind is dict:
+        return all(_collect_strings(k, into) and _collect_strings(v, into)
+                   for k, v in value.items())
+    if kind is list:
+        return all(_collect_strings(v, into) for v in value)
+    if kind is str:
+        into.append(value)
+        return True
+    return kind in (int, bool)
+
+
+def _read_as_text(text: str) -> bool:
+    """True if ruamel (YAML 1.2, as DVC loads) reads `text`, written plain, as text."""
+    from ruamel.yaml.nodes import ScalarNode
+
+    return _resolver().resolve(ScalarNode, text, (True, False)) == _STR
+
+
+_RESOLVER: list[Any] = []
+
+
+def _resolver() -> Any:  # noqa: ANN401 - ruamel's VersionedResolver
+    if not _RESOLVER:
+        from ruamel.yaml.resolver import VersionedResolver
+
+        _RESOLVER.append(VersionedResolver())
+    return _RESOLVER[0]
+
+
+@contextmanager
+def fast_stage_files() -> Iterator[None]:
+    """While held (under the caller's DVC lock), DVC's stage-file writes go through
+    `plain_yaml` when it is sure, and through DVC's own dumper otherwise."""
+    import dvc.dvcfile
+
+    original: Callable[..., Any] = dvc.dvcfile.dump_yaml
+
+    def dump_yaml(path: Any, data: Any, fs: Any = None, **kwargs: Any) -> Any:  # noqa: ANN401
+        text = plain_yaml(data) if fs is None and not kwargs else None
+        if text is None:
+            return original(path, data, fs=fs, **kwargs)
+        with open(path, "w+", encoding="utf-8") as fd:  # as DVC's _dump_data opens it
+            fd.write(text)
+        return None
+
+    dvc.dvcfile.dump_yaml = dump_yaml
+    try:
+        yield
+    finally:
+        dvc.dvcfile.dump_yaml = original
