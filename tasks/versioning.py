@@ -148,7 +148,8 @@ def _kept_ignores(home: Path, repo, folder: Path) -> AbstractContextManager[None
 
 def _recorded_md5(dvcfile: Path) -> str | None:
     try:
-        outs = yaml.safe_load(dvcfile.read_text()).get("outs") or []
+        # The C loader: this runs for every batch of a replay of a stream DVC already has.
+        outs = yaml.load(dvcfile.read_text(), Loader=yaml.CSafeLoader).get("outs") or []
         return str(outs[0]["md5"]) if len(outs) == 1 else None
     except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError):
         return None
