@@ -12,7 +12,8 @@ it (ledger, MLflow, DVC) is the caller's business, after the step.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
@@ -48,7 +49,7 @@ class Champion:
 @dataclass(frozen=True)
 class StepInput:
     batch: Batch
-    history: list[Batch]  # accepted batches before this one, oldest first
+    history: Sequence[Batch]  # accepted batches before this one, oldest first (by seq)
     champion: Champion
     update_index: int  # 0 = the first batch after the bootstrap (periodic's cadence)
     mean_energy_kwh: dict[str, float] = field(default_factory=dict)  # measured, per action
@@ -102,8 +103,16 @@ def reference_window(inp: StepInput, cfg: GreenloopConfig) -> list[Batch]:
     through = inp.champion.trained_through
     if through is None:
         through = inp.batch.seq - 1
-    seen = [b for b in inp.history if b.seq <= through]
-    return seen[-cfg.drift.reference_batches:]
+    seen = seen_through(inp.history, through)
+    return list(inp.history[max(seen - cfg.drift.reference_batches, 0):seen])
+
+
+def seen_through(history: Sequence[Batch], through: int | None) -> int:
+    """How many batches of `history` (oldest first: ascending seqs) have seq <= `through`.
+    A binary search: every batch asks, and a served model's history grows without end."""
+    if through is None:
+        return 0
+    return bisect_right(history, through, key=lambda b: b.seq)
 
 
 def bootstrap_decision(inp: StepInput, cfg: GreenloopConfig) -> Decision:
@@ -192,7 +201,7 @@ def _decide(inp: StepInput, cfg: GreenloopConfig, policy: Policy, quality_before
     # `se` and `null`: the stream's own noise, for thresholds left to calibrate.
     reference_quality = _reference_quality(inp, quality_before)
     through = inp.champion.trained_through
-    seen = sum(1 for b in inp.history if through is not None and b.seq <= through)
+    seen = seen_through(inp.history, through)
     obs = Observation(
         batch_index=inp.update_index, drift_share=drift.share, drifted_columns=drift.drifted,
         quality_drop=relative_drop(cfg.data.task, reference_quality, quality_before),

@@ -9,7 +9,7 @@ holdouts of the champion's reference window (forgetting check).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -59,7 +59,7 @@ def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def training_rows(action: Action, new: Batch, history: list[Batch], cfg: GreenloopConfig,
+def training_rows(action: Action, new: Batch, history: Sequence[Batch], cfg: GreenloopConfig,
                   seed: int) -> pd.DataFrame:
     """Retrain: the window (all history by default) plus the new batch. Fine-tune: the new
     batch plus an equal-sized (replay_ratio) sample of the last replay_batches batches."""

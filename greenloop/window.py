@@ -20,6 +20,7 @@ Pure: models and frames in, a model and a sentence out.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +46,7 @@ class Trained:
     note: str = ""  # which window won the race, and by how much; "" when no race
 
 
-def racing(action: Action, history: list[Batch], cfg: GreenloopConfig) -> bool:
+def racing(action: Action, history: Sequence[Batch], cfg: GreenloopConfig) -> bool:
     """Race all history against the recent window? Only for a full retrain of a
     calibrating policy left on `auto`, once history is longer than the window."""
     return (action == "retrain" and cfg.train.retrain_window_batches == "auto"
@@ -53,13 +54,13 @@ def racing(action: Action, history: list[Batch], cfg: GreenloopConfig) -> bool:
             and len(history) > AUTO_WINDOW_BATCHES)
 
 
-def window_rows(new: Batch, history: list[Batch], window: int | None) -> pd.DataFrame:
+def window_rows(new: Batch, history: Sequence[Batch], window: int | None) -> pd.DataFrame:
     chosen = history if window is None else history[-window:]
     return concat([b.train for b in chosen] + [new.train])
 
 
 def train_for(action: Action, champion: TabularModel | None, new: Batch,
-              history: list[Batch], schema: Schema, cfg: GreenloopConfig,
+              history: Sequence[Batch], schema: Schema, cfg: GreenloopConfig,
               seed: int) -> Trained:
     """The candidate for `action`: one model, or the winner of the window race."""
     if not racing(action, history, cfg):

@@ -7,11 +7,12 @@ the carbon-window gate; registration (MLflow, the alias, the ledger row) is regi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import overload
 
 from prefect import get_run_logger
 from prefect.exceptions import MissingContextError
@@ -20,7 +21,7 @@ from greenloop.carbon import apply_carbon_window
 from greenloop.drift import DriftResult, write_report
 from greenloop.energy import Reading
 from greenloop.faults import checkpoint
-from greenloop.ledger import BatchRow
+from greenloop.ledger import BatchRow, HistoryRef
 from greenloop.model import TabularModel
 from greenloop.policy import Decision
 from greenloop.step import Champion, Edges, StepInput, StepOutcome, step
@@ -77,12 +78,36 @@ class Work:
         return self.out.train_rows if self.out else 0
 
 
+class History(Sequence[Batch]):
+    """A batch's history as the step sees it: each batch made (`Runtime.batch`) only when
+    the step asks for it. A skip asks for its reference window and a few seqs, a
+    fine-tune for its replay batches; only a retrain on all history asks for them all.
+    Made up front, every arrival paid one lookup per batch ever accepted."""
+
+    def __init__(self, rt: Runtime, refs: list[HistoryRef]) -> None:
+        self._rt, self._refs = rt, refs
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    @overload
+    def __getitem__(self, i: int) -> Batch: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Batch]: ...
+    def __getitem__(self, i: int | slice) -> Batch | list[Batch]:
+        if isinstance(i, slice):
+            return [self._made(h) for h in self._refs[i]]
+        return self._made(self._refs[i])
+
+    def _made(self, h: HistoryRef) -> Batch:
+        return self._rt.batch(h.hash, h.seq, h.accepted_path, h.dvc_md5)
+
+
 def load_work(rt: Runtime, row: BatchRow, force: str | None = None) -> Work:
     batch = rt.batch(row.hash, row.seq, row.accepted_path or "", row.dvc_md5)
     batch.frame  # noqa: B018 - read now: a damaged file fails here, before any step runs
     # The history is read when the step needs it (a skip: its drift reference only).
-    history = [rt.batch(h.hash, h.seq, h.accepted_path, h.dvc_md5)
-               for h in rt.ledger.history(rt.model_name, row.seq)]
+    history = History(rt, rt.ledger.history(rt.model_name, row.seq))
     version = rt.ledger.champion(rt.model_name)
     champion = Champion()
     if version is not None:
