@@ -15,6 +15,9 @@ or without `--core`) uses a seeded SEA-like stream with a data-only config:
     .venv/bin/python benchmarks/skip_cost.py --served --synthetic 300x8
     .venv/bin/python benchmarks/skip_cost.py --served --synthetic 200x500
 
+`--history 20000` first appends 20,000 processed batches to the ledger (after the
+warm-up): what each skip costs once a model has been served for years.
+
 Beside the skips' CPU-s, a fixed piece of work (`reference_work`) is timed before each
 timed arrival: this host's speed moves by tens of percent from minute to minute, and the
 ratio says whether the code or the host changed between two runs.
@@ -50,6 +53,7 @@ import pandas as pd
 import psutil
 
 from greenloop.config import GreenloopConfig
+from greenloop.ledger import Ledger
 from greenloop_cli.main import QUIET_ENV
 from greenloop_cli.servers import IDLE_TRIM, RECORDER_BATCHING
 from tasks.frames import FRAMES
@@ -136,6 +140,22 @@ def _timed(one: Callable[[str], list[dict]], paths: list[str]) -> tuple[list[flo
         cpus.append(cpu_seconds() - c0)
         assert [r["decision"] for r in out] in (["skip"], ["retrain"]), out
     return walls, cpus
+
+
+def pad_history(ledger: Ledger, model: str, n: int) -> None:
+    """`n` processed batches appended to the ledger after the warm-up, as if served before
+    the timed ones: copies of the last one's row under new hashes (its file, its md5).
+    The champion was trained before them, so its drift reference is unchanged; what
+    grows is what every arrival reads or walks of its history."""
+    last = ledger.batches(model, ("processed",))[-1]
+    now = time.time()
+    with ledger.transaction() as c:
+        top = c.execute("SELECT MAX(seq) FROM batches WHERE model=?", (model,)).fetchone()[0]
+        c.executemany(
+            "INSERT INTO batches (model, hash, seq, source, accepted_path, rows, status, role,"
+            " decision, dvc_md5, received_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            [(model, f"pad{k:061d}", top + 1 + k, "padding", last.accepted_path, last.rows,
+              "processed", "update", "skip", last.dvc_md5, now, now) for k in range(n)])
 
 
 def sea_like(rows_per_batch: int, n_features: int, n_batches: int, seed: int) -> pd.DataFrame:
@@ -247,6 +267,9 @@ def main() -> None:
     ap.add_argument("--synthetic", default=None, metavar="ROWSxFEATURES",
                     help="a seeded SEA-like stream, e.g. 200x500, with a data-only config")
     ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic stream")
+    ap.add_argument("--history", type=int, default=0, metavar="N",
+                    help="before the timed skips, N more processed batches in the ledger, "
+                         "as a model served for months has")
     ap.add_argument("--served", action="store_true",
                     help="time the served path (one `arrival` task run per batch, as "
                          "`greenloop serve`) instead of one `update` flow run per batch")
@@ -280,6 +303,8 @@ def main() -> None:
         # bootstrap + warm-up (imports, first MLflow run, DVC repo), then the timed skips,
         # each an `update` subflow run of one parent flow run, as `greenloop run` does.
         call_flow(parent, args.config, [str(p) for p in files[:first]], str(home))
+        if args.history:
+            pad_history(rt.ledger, rt.model_name, args.history)
         PROFILE = cProfile.Profile() if args.profile else None
         timed = [str(p) for p in files[first: first + args.batches]]
         if args.served:
