@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from greenloop.ledger_history import CHANGES_SQL, HistoryCache, HistoryRef
+from greenloop.ledger_history import HistoryCache, HistoryRef, changes_sql
 from greenloop.locks import LockTimeout, lock_path, model_lock
 
 SCHEMA = """
@@ -148,7 +148,7 @@ class Ledger:
         self._guard = threading.Lock()
         when_unlocked(lambda: self._conn.executescript(SCHEMA))
         when_unlocked(self._migrate)
-        when_unlocked(lambda: self._conn.executescript(CHANGES_SQL))
+        when_unlocked(lambda: self._conn.executescript(changes_sql()))
         self._history = HistoryCache(lambda: self._conn)
 
     def _migrate(self) -> None:

@@ -3,11 +3,12 @@
 Every batch's step is handed the accepted batches before it. Read whole, that list cost
 1.3 ms at 1,000 batches, 7.2 ms at 5,000 and 34 ms at 20,000 (7 Dec): a model served
 hourly pays it on every skip within months. Here it is read once per process and then
-patched: triggers (CHANGES_SQL) log every batch row that is inserted, deleted, or whose
+patched: triggers (`changes_sql`) log every batch row that is inserted, deleted, or whose
 status, role, path or hash changes, in whichever process or thread wrote it, and each
 read applies the rows logged since the last one. A reset (rows deleted), a dead letter
 (status `failed`), a retry, or a batch accepted out of order all reach the list this
-way; a log older than the list (a ledger replaced under a running process) rebuilds it.
+way; a log older than the list (a ledger replaced under a running process), or one that
+dropped rows the list never saw (CHANGES_KEPT), rebuilds it.
 """
 
 from __future__ import annotations
@@ -22,10 +23,21 @@ from typing import NamedTuple
 # Statuses whose batches are history for later ones (and carry an accepted file).
 IN_HISTORY = ("accepted", "processed")
 
-CHANGES_SQL = """
+# The log keeps its last CHANGES_KEPT rows (each insert drops the one that falls out):
+# about three a batch, so a reader away for fewer than ~30,000 batches patches its list,
+# and one away longer (its last row dropped) reads the history whole again.
+CHANGES_KEPT = 100_000
+
+
+def changes_sql() -> str:
+    """The log and its triggers (made once per ledger file: IF NOT EXISTS)."""
+    return f"""
 CREATE TABLE IF NOT EXISTS batch_changes (
     id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, seq INTEGER NOT NULL
 );
+CREATE TRIGGER IF NOT EXISTS batch_changes_kept AFTER INSERT ON batch_changes BEGIN
+    DELETE FROM batch_changes WHERE id <= NEW.id - {CHANGES_KEPT};
+END;
 CREATE TRIGGER IF NOT EXISTS batches_inserted AFTER INSERT ON batches BEGIN
     INSERT INTO batch_changes (model, seq) VALUES (NEW.model, NEW.seq);
 END;
@@ -38,6 +50,7 @@ AFTER UPDATE OF model, hash, seq, status, role, accepted_path, dvc_md5 ON batche
     INSERT INTO batch_changes (model, seq) VALUES (NEW.model, NEW.seq);
 END;
 """
+
 
 # More changed batches than this since the last read: the history is read whole again.
 _PATCH_AT_MOST = 500
@@ -106,10 +119,14 @@ class HistoryCache:
         if own:  # one snapshot: the log and the rows it names, as of one moment
             conn.execute("BEGIN")
         try:
-            newest = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM batch_changes")
-                         .fetchone()[0])
+            # Two subqueries: SQLite reads MIN and MAX of a rowid at the ends of its
+            # B-tree only when each is a query of its own.
+            oldest, newest = (int(v or 0) for v in conn.execute(
+                "SELECT (SELECT MIN(id) FROM batch_changes), "
+                "(SELECT MAX(id) FROM batch_changes)").fetchone())
             m = self._models.get(model)
-            changed = None if m is None or newest < m.change_id else \
+            lost = m is not None and oldest > m.change_id + 1  # its next rows were dropped
+            changed = None if m is None or lost or newest < m.change_id else \
                 _changed_seqs(conn, model, m.change_id, newest)
             if m is None or changed is None or len(changed) > _PATCH_AT_MOST:
                 m = self._models[model] = _read_whole(conn, model, newest)

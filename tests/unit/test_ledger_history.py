@@ -8,6 +8,9 @@ import random
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from greenloop import ledger_history
 from greenloop.ledger import Ledger
 
 MODELS = ("m1", "m2")
@@ -54,7 +57,12 @@ def one_write(rng: random.Random, ledger: Ledger, n: int) -> None:
         ledger.reset(model)
 
 
-def test_kept_history_matches_the_ledger_after_any_writes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("log_rows", [ledger_history.CHANGES_KEPT, 6])
+def test_kept_history_matches_the_ledger_after_any_writes(tmp_path: Path, monkeypatch,
+                                                          log_rows: int) -> None:
+    """With the log's default length, and with one so short that a reader often finds
+    the rows it had not seen already dropped."""
+    monkeypatch.setattr(ledger_history, "CHANGES_KEPT", log_rows)
     path = tmp_path / "ledger.sqlite"
     writer, reader = Ledger(path), Ledger(path)  # two processes' views of one ledger
     rng = random.Random(7)
@@ -72,6 +80,8 @@ def test_kept_history_matches_the_ledger_after_any_writes(tmp_path: Path) -> Non
                         fresh_update_index(path, model, before)
                     checked += len(kept)
     assert checked > 1000  # the histories compared were not all empty
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM batch_changes").fetchone()[0] <= log_rows
 
 
 def test_history_is_read_whole_again_after_many_changes(tmp_path: Path) -> None:
