@@ -20,14 +20,18 @@ from typing import Any
 import yaml
 
 _STR = "tag:yaml.org,2002:str"
+# PyYAML built without libyaml has no C emitter: then DVC's dumper writes every file.
+_C_DUMPER = getattr(yaml, "CSafeDumper", None)
 
 
 def plain_yaml(data: Any) -> str | None:  # noqa: ANN401 - DVC's stage dictionary
     """The YAML text DVC would write for `data`, or None when this writer is not sure."""
     strings: list[str] = []
-    if not _collect_strings(data, strings) or not all(map(_read_as_text, strings)):
+    if _C_DUMPER is None or not _collect_strings(data, strings):
         return None
-    return yaml.dump(data, Dumper=yaml.CSafeDumper, default_flow_style=False,
+    if not all(map(_read_as_text, strings)):
+        return None
+    return yaml.dump(data, Dumper=_C_DUMPER, default_flow_style=False,
                      sort_keys=False, allow_unicode=True)
 
 

@@ -149,7 +149,8 @@ def _kept_ignores(home: Path, repo, folder: Path) -> AbstractContextManager[None
 def _recorded_md5(dvcfile: Path) -> str | None:
     try:
         # The C loader: this runs for every batch of a replay of a stream DVC already has.
-        outs = yaml.load(dvcfile.read_text(), Loader=yaml.CSafeLoader).get("outs") or []
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # C, if PyYAML has libyaml
+        outs = yaml.load(dvcfile.read_text(), Loader=loader).get("outs") or []  # noqa: S506
         return str(outs[0]["md5"]) if len(outs) == 1 else None
     except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError):
         return None
