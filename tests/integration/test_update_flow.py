@@ -81,3 +81,39 @@ def test_bad_batch_is_quarantined_and_champion_untouched(prefect_harness, home: 
     first = call_flow(update, str(config), path=str(landing / "good.csv"), home=str(home))
     again = call_flow(update, str(config), path=str(landing / "good.csv"), home=str(home))
     assert len(first) == 1 and again == []
+
+
+def test_a_skip_makes_only_the_batches_it_reads_however_long_the_history(
+        prefect_harness, home: Path, monkeypatch) -> None:
+    """A served model's ledger grows by a batch an arrival. With 2,000 more processed
+    batches behind it, a skip still makes (tasks/runtime.py: Runtime.batch) only the
+    batches it reads, not one per batch ever accepted: a structural check of what the
+    nineteenth session measured (docs/benchmarks.md), not a timing."""
+    from tasks.runtime import Runtime
+
+    stream = pd.concat([make_frame(200, seed=s) for s in range(4)], ignore_index=True)
+    config = write_project(home, stream)
+    call_flow(replay, str(config), "never", None, False, str(home))
+    ledger = Ledger(home / "state" / "ledger.sqlite")
+    last = ledger.batches("synth-never", ("processed",))[-1]
+    for k in range(2000):  # copies of the last batch under new hashes, as if served
+        digest = f"pad{k:061d}"
+        ledger.receive("synth-never", digest, "padding")
+        ledger.update_batch("synth-never", digest, status="accepted", rows=last.rows,
+                            accepted_path=last.accepted_path, dvc_md5=last.dvc_md5)
+        ledger.complete_batch("synth-never", digest, {"role": "update", "decision": "skip"})
+    made: list[int] = []
+    original = Runtime.batch
+
+    def counted(self, digest, seq, accepted_path, md5=None):  # noqa: ANN001, ANN202
+        made.append(seq)
+        return original(self, digest, seq, accepted_path, md5)
+
+    monkeypatch.setattr(Runtime, "batch", counted)
+    landing = home / "data" / "landing" / "synth"
+    landing.mkdir(parents=True)
+    make_frame(200, seed=77).to_csv(landing / "new.csv", index=False)
+    out = call_flow(update, str(config), path=str(landing / "new.csv"), policy="never",
+                    home=str(home))
+    assert [r["decision"] for r in out] == ["skip"]
+    assert len(made) < 50, f"{len(made)} batches made for one skip"
