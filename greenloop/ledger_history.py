@@ -125,10 +125,11 @@ class HistoryCache:
                 "SELECT (SELECT MIN(id) FROM batch_changes), "
                 "(SELECT MAX(id) FROM batch_changes)").fetchone())
             m = self._models.get(model)
-            lost = m is not None and oldest > m.change_id + 1  # its next rows were dropped
-            changed = None if m is None or lost or newest < m.change_id else \
+            # Never read; its next log rows dropped; or a log older than it (replaced).
+            stale = m is None or oldest > m.change_id + 1 or newest < m.change_id
+            changed = [] if m is None or stale else \
                 _changed_seqs(conn, model, m.change_id, newest)
-            if m is None or changed is None or len(changed) > _PATCH_AT_MOST:
+            if m is None or stale or len(changed) > _PATCH_AT_MOST:
                 m = self._models[model] = _read_whole(conn, model, newest)
             else:
                 _apply(conn, model, m, changed, newest)

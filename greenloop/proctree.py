@@ -190,13 +190,11 @@ def _children_rss(pid: int) -> Any:
     """CodeCarbon's RAM meter asks for the tracked process's children at the end of
     every phase, making a psutil.Process of the tracked pid each time (a read of its
     /proc stat file for its start time): one object serves the process's life."""
-    tracked: list[Process] = []
+    tracked = Process(pid)
 
     def rss() -> list[int]:
-        if not tracked:
-            tracked.append(Process(pid))
         out = []
-        for child in tracked[0].children(recursive=True):
+        for child in tracked.children(recursive=True):
             try:
                 out.append(child.memory_info().rss)
             except psutil.NoSuchProcess:

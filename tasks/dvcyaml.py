@@ -15,13 +15,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cache
 from typing import Any
 
 import yaml
 
 _STR = "tag:yaml.org,2002:str"
-# PyYAML built without libyaml has no C emitter: then DVC's dumper writes every file.
+# PyYAML built without libyaml has no C emitter (DVC's dumper then writes every file)
+# and no C loader (PyYAML's Python one reads).
 _C_DUMPER = getattr(yaml, "CSafeDumper", None)
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def load(text: str) -> Any:  # noqa: ANN401 - the parsed YAML
+    """A .dvc file's content, read with PyYAML's C loader when it has one: a replay of a
+    stream DVC already tracks reads one for every batch."""
+    return yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader, C or Python
 
 
 def plain_yaml(data: Any) -> str | None:  # noqa: ANN401 - DVC's stage dictionary
@@ -56,15 +65,11 @@ def _read_as_text(text: str) -> bool:
     return _resolver().resolve(ScalarNode, text, (True, False)) == _STR
 
 
-_RESOLVER: list[Any] = []
-
-
+@cache
 def _resolver() -> Any:  # noqa: ANN401 - ruamel's VersionedResolver
-    if not _RESOLVER:
-        from ruamel.yaml.resolver import VersionedResolver
+    from ruamel.yaml.resolver import VersionedResolver
 
-        _RESOLVER.append(VersionedResolver())
-    return _RESOLVER[0]
+    return VersionedResolver()
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from greenloop.faults import checkpoint
-from tasks.dvcyaml import fast_stage_files
+from tasks import dvcyaml
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 # DVC's "To track the changes with git, run: ..." hints are noise in a pipeline log.
@@ -148,9 +148,7 @@ def _kept_ignores(home: Path, repo, folder: Path) -> AbstractContextManager[None
 
 def _recorded_md5(dvcfile: Path) -> str | None:
     try:
-        # The C loader: this runs for every batch of a replay of a stream DVC already has.
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # C, if PyYAML has libyaml
-        outs = yaml.load(dvcfile.read_text(), Loader=loader).get("outs") or []  # noqa: S506
+        outs = dvcyaml.load(dvcfile.read_text()).get("outs") or []
         return str(outs[0]["md5"]) if len(outs) == 1 else None
     except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError):
         return None
@@ -176,7 +174,7 @@ def dvc_add(home: Path, path: Path) -> str:
         try:
             with (lock_repo(repo), _parsed_config(home, repo),
                   _kept_ignores(home, repo, path.parent),
-                  repo.scm_context(), fast_stage_files()):
+                  repo.scm_context(), dvcyaml.fast_stage_files()):
                 stage = repo.stage.create(single_stage=True, validate=False, fname=str(dvcfile),
                                           wdir=str(path.parent), outs=[path.name])
                 # Hash, save to the cache, .gitignore entry; as `dvc add --no-relink`: the
