@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -72,6 +73,22 @@ def _resolver() -> Any:  # noqa: ANN401 - ruamel's VersionedResolver
     return VersionedResolver()
 
 
+def write_stage_file(path: Path, data: dict[str, Any]) -> None:
+    """A new .dvc file holding `data`, written as DVC writes it."""
+    text = plain_yaml(data)
+    if text is None:
+        from dvc.utils.serialize import dump_yaml
+
+        dump_yaml(path, data)
+        return
+    _write(path, text)
+
+
+def _write(path: Any, text: str) -> None:  # noqa: ANN401 - a path as DVC passes it
+    with open(path, "w+", encoding="utf-8") as fd:  # as DVC's _dump_data opens it
+        fd.write(text)
+
+
 @contextmanager
 def fast_stage_files() -> Iterator[None]:
     """While held (under the caller's DVC lock), DVC's stage-file writes go through
@@ -84,8 +101,7 @@ def fast_stage_files() -> Iterator[None]:
         text = plain_yaml(data) if fs is None and not kwargs else None
         if text is None:
             return original(path, data, fs=fs, **kwargs)
-        with open(path, "w+", encoding="utf-8") as fd:  # as DVC's _dump_data opens it
-            fd.write(text)
+        _write(path, text)
         return None
 
     dvc.dvcfile.dump_yaml = dump_yaml

@@ -11,7 +11,7 @@ from pathlib import Path
 from dvc.utils.serialize._yaml import _dump, parse_yaml
 
 from tasks import versioning
-from tasks.dvcyaml import plain_yaml
+from tasks.dvcyaml import plain_yaml, write_stage_file
 
 
 def _dvcs_text(data: dict) -> str:
@@ -46,8 +46,10 @@ def test_values_yaml_versions_read_differently_go_to_dvcs_dumper() -> None:
 
 
 def test_an_ambiguous_md5_still_reads_back_as_text(tmp_path: Path, monkeypatch) -> None:
-    """The whole add, with DVC's hash of the file replaced by one YAML 1.2 reads as a
-    number unless quoted: the .dvc file DVC reads back names the same md5, as text."""
+    """The whole add on DVC's stage path, with DVC's hash of the file replaced by one
+    YAML 1.2 reads as a number unless quoted: the .dvc file DVC reads back names the same
+    md5, as text."""
+    monkeypatch.setattr(versioning, "_plain_new_file", lambda *_args: False)
     versioning.ensure_repo(tmp_path)
     path = tmp_path / "data" / "a.parquet"
     path.parent.mkdir(parents=True)
@@ -67,3 +69,14 @@ def test_an_ambiguous_md5_still_reads_back_as_text(tmp_path: Path, monkeypatch) 
     versioning.dvc_add(tmp_path, path)
     text = path.with_name("a.parquet.dvc").read_text()
     assert parse_yaml(text, "a.parquet.dvc")["outs"][0]["md5"] == ambiguous
+
+
+def test_a_stage_file_with_an_ambiguous_md5_reads_back_as_text(tmp_path: Path) -> None:
+    """What a batch's add writes (`write_stage_file`): DVC's dumper quotes what PyYAML's
+    would leave plain, so DVC reads the md5 back as the text it was."""
+    for md5 in ("12345678901234567890123456789e12", "a" * 32):
+        data = _stage(md5, 7, "a.parquet")
+        write_stage_file(tmp_path / "a.parquet.dvc", data)
+        text = (tmp_path / "a.parquet.dvc").read_text()
+        assert text == _dvcs_text(data)
+        assert parse_yaml(text, "a.parquet.dvc") == data

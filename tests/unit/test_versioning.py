@@ -33,9 +33,12 @@ def test_add_records_the_md5_and_fills_the_cache(tmp_path: Path) -> None:
     assert _cached(tmp_path / ".dvc" / "cache", md5).read_bytes() == path.read_bytes()
 
 
-def test_an_edited_dvc_config_is_read_at_the_next_add(tmp_path: Path) -> None:
-    """The parsed config is reused between adds (parsing it cost ~1.7 ms each), but not
-    once .dvc/config has changed: the next add reads the edit, as before."""
+def test_an_edited_dvc_config_is_read_at_the_next_add(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On DVC's stage path (a Git repository, an existing .dvc file), the parsed config is
+    reused between adds (parsing it cost ~1.7 ms each), but not once .dvc/config has
+    changed: the next add reads the edit, as before."""
+    monkeypatch.setattr(versioning, "_plain_new_file", lambda *_args: False)
     versioning.ensure_repo(tmp_path)
     data = tmp_path / "data"
     versioning.dvc_add(tmp_path, _file(data, "a.parquet"))
@@ -120,3 +123,59 @@ def test_dvcignore_filter_is_reused_until_a_dvcignore_changes(tmp_path: Path) ->
     with pytest.raises(DvcException, match="ignored"):
         versioning.dvc_add(tmp_path, _file(data, "c.parquet"))
     assert not (data / "c.parquet.dvc").exists()
+
+
+def _tree(root: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under `root`: its bytes and permission bits."""
+    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mode & 0o777)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_batch_is_versioned_as_dvcs_stage_machinery_versions_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new batch file goes through DVC's data layer, not its stage objects: the same
+    .dvc file byte for byte, the same protected file in the cache, the same entry in DVC's
+    database of file hashes as DVC's stage path leaves for the same bytes."""
+    from dvc.repo import Repo
+
+    content = os.urandom(5000)
+    homes = {"data layer": tmp_path / "a", "stage path": tmp_path / "b"}
+    for how, home in homes.items():
+        with monkeypatch.context() as m:
+            if how == "stage path":
+                m.setattr(versioning, "_plain_new_file", lambda *_args: False)
+            home.mkdir()
+            versioning.ensure_repo(home)
+            path = home / "data" / "accepted" / "m" / "x.parquet"
+            path.parent.mkdir(parents=True)
+            path.write_bytes(content)
+            assert versioning.dvc_add(home, path) == hashlib.md5(content).hexdigest()  # noqa: S324
+    a, b = homes.values()
+    dvcfile = Path("data/accepted/m/x.parquet.dvc")
+    assert (a / dvcfile).read_text() == (b / dvcfile).read_text()
+    assert _tree(a / ".dvc" / "cache") == _tree(b / ".dvc" / "cache")
+    hashes = []
+    for home in (a, b):
+        repo = Repo(str(home))
+        try:
+            _meta, hash_info = repo.state.get(str(home / "data/accepted/m/x.parquet"), repo.fs)
+            hashes.append(hash_info)
+        finally:
+            repo.close()
+    assert hashes[0] is not None and hashes[0] == hashes[1]
+
+
+def test_an_existing_or_executable_file_takes_dvcs_stage_path(tmp_path: Path) -> None:
+    """Where the stage machinery does more than the data layer here does (merging into
+    an existing .dvc file, recording `isexec`), the add is DVC's own."""
+    versioning.ensure_repo(tmp_path)
+    repo = versioning._repo(tmp_path)
+    path = _file(tmp_path / "data", "a.parquet")
+    dvcfile = path.with_name("a.parquet.dvc")
+    assert versioning._plain_new_file(repo, path, dvcfile)
+    path.chmod(0o755)
+    assert not versioning._plain_new_file(repo, path, dvcfile)
+    versioning.dvc_add(tmp_path, path)
+    assert yaml.safe_load(dvcfile.read_text())["outs"][0].get("isexec") is True
+    path.chmod(0o644)
+    assert not versioning._plain_new_file(repo, path, dvcfile)  # its .dvc file exists
