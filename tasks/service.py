@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from greenloop.config import EnergyConfig
-from greenloop.energy import describe_method, tracker
+from greenloop.energy import describe_method, forget_finished_tasks, tracker
 from greenloop.ledger import Ledger
 from greenloop.service import ProcessTree, Window, record_session
 
@@ -49,6 +49,7 @@ class ServiceMeter:
         """Close the running CodeCarbon task, open `name`; returns the closed task's
         (kWh, kg)."""
         data = self._tracker.stop_task()
+        forget_finished_tasks(self._tracker)  # two windows an arrival, for months
         self._tracker.start_task(name)
         if data is None:
             return 0.0, 0.0

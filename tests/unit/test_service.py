@@ -75,3 +75,34 @@ def test_status_weighs_serve_against_wake_at_the_gaps_files_arrived_with(tmp_pat
     # Nothing to judge by: no gap, or no measured start-up.
     assert serve_or_wake(idle, [5.0]) is None
     assert serve_or_wake(None, [0.0, 60.0]) is None
+
+
+def test_the_service_meter_holds_no_memory_per_window(tmp_path) -> None:  # noqa: ANN001
+    """`serve` opens and closes two CodeCarbon windows per arrival for as long as it
+    runs: a closed window must leave nothing behind."""
+    import tracemalloc
+
+    from greenloop.config import EnergyConfig
+    from greenloop.ledger import Ledger
+    from tasks.service import ServiceMeter
+
+    meter = ServiceMeter(EnergyConfig(), [Ledger(tmp_path / "ledger.db")], [os.getpid()])
+    try:
+        def windows(n: int) -> None:
+            for i in range(n):
+                assert meter.begin(f"a{i}")
+                meter._end(f"a{i}", None)  # what end_later runs a second later
+
+        windows(30)  # warm
+        tracemalloc.start()
+        try:
+            before = tracemalloc.take_snapshot()
+            windows(300)
+            after = tracemalloc.take_snapshot()
+        finally:
+            tracemalloc.stop()
+        assert meter.n_batches == 330
+        grown = sum(d.size_diff for d in after.compare_to(before, "filename"))
+        assert grown < 300 * 300, f"{grown / 300:.0f} bytes kept per arrival window"
+    finally:
+        meter.close()

@@ -65,3 +65,29 @@ def test_codecarbon_trackers_get_rearmable_timers_and_still_meter() -> None:
     with meter.phase("work") as reading:
         sum(i * i for i in range(300_000))
     assert reading.energy_kwh > 0 and reading.cpu_seconds > 0
+
+
+def test_a_long_lived_meter_holds_no_memory_per_phase() -> None:
+    """A served process meters phases for months: what a finished phase leaves behind
+    must not accumulate (CodeCarbon keeps each stopped task's data unless forgotten)."""
+    import tracemalloc
+
+    from greenloop.config import EnergyConfig
+    from greenloop.energy import Meter
+
+    meter = Meter(EnergyConfig())
+    for _ in range(50):  # warm: imports, the tracker, its hardware
+        with meter.phase("ingest"):
+            pass
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for i in range(400):
+            with meter.phase(("ingest", "drift", "evaluate", "overhead")[i % 4]) as r:
+                pass
+            assert r.wall_seconds > 0
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    grown = sum(d.size_diff for d in after.compare_to(before, "filename"))
+    assert grown < 400 * 200, f"{grown / 400:.0f} bytes kept per metered phase"
