@@ -35,6 +35,7 @@ from prefect.concurrency._events import (
 from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
 
 from greenloop.timer import RearmableTimer
+from tasks import loopback
 
 LOCKED = 423  # the server's answer when every slot of the limit is taken
 BUSY = 503  # the server's database was busy: retry
@@ -77,9 +78,12 @@ def _post(client: Any, path: str, body: dict[str, Any]) -> httpx.Response:
     """POST `body`, retried at once while the server's database is busy; then, or for
     any other failure, through Prefect's client as usual (its retries, its errors)."""
     http = client._client  # Prefect's httpx client: its base URL, auth and headers
+    transport = loopback.transport_for(http)  # a server on this machine: http.client
     for pause_seconds in QUICK_RETRY_SECONDS:
+        request = http.build_request("POST", path, json=body)
         try:  # httpx.Client.send, not Prefect's override: that one sleeps 2 s to retry
-            response = httpx.Client.send(http, http.build_request("POST", path, json=body))
+            response = (httpx.Client.send(http, request) if transport is None
+                        else transport.handle_request(request))
         except httpx.TransportError:  # server restarting, connection reset: Prefect retries
             break
         if response.status_code < 300 or response.status_code == LOCKED:

@@ -120,3 +120,26 @@ def test_arrivals_start_no_thread_per_slot(monkeypatch: pytest.MonkeyPatch) -> N
             assert _active_slots(name) == 1
     assert [n for n in started if "slot" in n] == []
     assert _active_slots(name) == 0
+
+
+def test_a_local_server_is_asked_through_http_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test server is on 127.0.0.1: both slot requests of a hold go through the
+    loopback transport (tasks/loopback.py), and the server counts the slot as httpx's
+    requests would have it counted."""
+    from tasks import loopback
+
+    sent: list[str] = []
+    real = loopback.LoopbackTransport.handle_request
+
+    def counted(self: loopback.LoopbackTransport, request: object) -> object:
+        sent.append(request.url.path)  # type: ignore[attr-defined]
+        return real(self, request)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loopback.LoopbackTransport, "handle_request", counted)
+    name = _fresh_limit()
+    for _ in range(3):
+        with slot.held(name):
+            assert _active_slots(name) == 1
+        assert _active_slots(name) == 0
+    assert [p.rsplit("/", 1)[-1] for p in sent] == [
+        "increment-with-lease", "decrement-with-lease"] * 3
