@@ -1,4 +1,5 @@
-"""Parquet to and from pandas without a pandas call per column.
+"""Parquet to and from pandas without a pandas call per column; a few columns of a frame
+as one float array without building a sub-frame.
 
 `pa.Table.from_pandas` and `Table.to_pandas` build one pandas Series per column: on a
 500-column batch that is ~11 ms to write and ~14 ms to read, most of a wide skip's
@@ -64,3 +65,21 @@ def read_parquet(path: Path | bytes) -> pd.DataFrame:
     is_float = set(where)
     others = table.select([i for i in range(len(names)) if i not in is_float]).to_pandas()
     return pd.concat([frame, others], axis=1)[names]
+
+
+FEW_COLUMNS = 64  # up to here, column by column is cheaper than a sub-frame (measured)
+
+
+def float_columns(frame: pd.DataFrame, columns: list[str],
+                  dtype: type[np.floating] = np.float64) -> np.ndarray:
+    """`frame[columns].to_numpy(dtype=dtype, na_value=np.nan)`, in the same (column-major)
+    layout. Selecting a list of columns builds a sub-frame (an index lookup and a copy of
+    the block): ~0.3 ms for 8 columns alone, ~1 ms inside a served skip, which does it
+    three times (validation, the model's inputs, the drift check; py-spy, 7 Dec). A few
+    columns are taken one by one instead, each converted as the sub-frame converts it."""
+    if len(columns) > FEW_COLUMNS or not frame.columns.is_unique:
+        return frame[columns].to_numpy(dtype=dtype, na_value=np.nan)
+    out = np.empty((len(frame), len(columns)), dtype=dtype, order="F")
+    for k, c in enumerate(columns):
+        out[:, k] = frame[c].to_numpy(dtype=dtype, na_value=np.nan)
+    return out

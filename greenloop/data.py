@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from greenloop.columnar import read_parquet
+from greenloop.columnar import FEW_COLUMNS, float_columns, read_parquet
 from greenloop.config import DataConfig
 from greenloop.csvfile import COMPRESSED, TruncatedCsv, UnreadableArchive, read_csv
 
@@ -160,15 +160,27 @@ def _numeric_block(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     converted one by one, because only they can hold text."""
     if not columns:
         return pd.DataFrame(index=pd.RangeIndex(len(frame)))
-    block = frame[columns]
-    textual = block.select_dtypes(exclude=["number", "bool"]).columns
-    if len(textual):
-        block = block.copy()
-        for col in textual:
-            block[col] = _parse_numbers(block[col], col)
-    values = block.to_numpy(dtype=np.float64, na_value=np.nan)
+    if _plain_numbers(frame, columns):  # most batches: no sub-frame, no dtype scan
+        values = float_columns(frame, columns)
+    else:
+        block = frame[columns]
+        textual = block.select_dtypes(exclude=["number", "bool"]).columns
+        if len(textual):
+            block = block.copy()
+            for col in textual:
+                block[col] = _parse_numbers(block[col], col)
+        values = block.to_numpy(dtype=np.float64, na_value=np.nan)
     _check_finite_float32(values, columns, "numeric column")
     return pd.DataFrame(values, columns=columns)
+
+
+def _plain_numbers(frame: pd.DataFrame, columns: list[str]) -> bool:
+    """A few columns, each of a NumPy number or bool dtype (what a CSV of numbers reads
+    as): nothing to parse. Anything else (text, extension dtypes, dates) is left to
+    `select_dtypes`, whose rules decide what is parsed."""
+    return (len(columns) <= FEW_COLUMNS and frame.columns.is_unique
+            and all(isinstance(dt := frame[c].dtype, np.dtype) and dt.kind in "iufcb"
+                    for c in columns))
 
 
 def _parse_numbers(s: pd.Series, col: str) -> pd.Series:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from greenloop.columnar import float_columns
 from greenloop.config import DriftConfig
 from greenloop.data import Schema
 
@@ -139,8 +140,7 @@ def evidently_column_drift(reference: pd.Series, current: pd.Series, is_numeric:
 
 def _float_block(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """Columns as rows (one contiguous row per feature), float64, NaN where missing."""
-    values = frame[columns].to_numpy(dtype=np.float64, na_value=np.nan)
-    return np.ascontiguousarray(values.T)
+    return np.ascontiguousarray(float_columns(frame, columns).T)
 
 
 def numeric_drift(reference: np.ndarray, current: np.ndarray, method: str,

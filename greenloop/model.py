@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from greenloop.columnar import float_columns
 from greenloop.config import ModelConfig
 from greenloop.data import Schema
 
@@ -84,7 +85,7 @@ class Preprocessor:
     def features(self, frame: pd.DataFrame) -> torch.Tensor:
         """Network inputs: missing numbers imputed with the fitted mean (input 0), missing
         categories as their own level; a non-finite input is an error, never fed on."""
-        num = frame[self.numeric].to_numpy(dtype=np.float32, na_value=np.nan)
+        num = float_columns(frame, self.numeric, np.float32)
         means = np.asarray(self.means, dtype=np.float32)
         num = np.where(np.isnan(num), means, num)
         num = (num - means) / np.asarray(self.stds, dtype=np.float32)

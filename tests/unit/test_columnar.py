@@ -56,3 +56,54 @@ def test_columns_other_than_float64_are_typed_as_from_pandas_types_them() -> Non
     theirs = pa.Table.from_pandas(frame, preserve_index=False)
     assert ours.schema.equals(theirs.schema.remove_metadata())
     assert ours.equals(pa.Table.from_arrays(theirs.columns, names=theirs.column_names))
+
+
+def _mixed_frame(rng: np.random.Generator, rows: int) -> pd.DataFrame:
+    floats = rng.normal(size=rows)
+    floats[rng.random(rows) < 0.2] = np.nan
+    nullable = pd.array(rng.integers(-5, 5, rows), dtype="Int64")
+    nullable[rng.random(rows) < 0.2] = pd.NA
+    frame = pd.DataFrame({
+        "f": floats, "i": rng.integers(-10**6, 10**6, rows), "b": rng.random(rows) < 0.5,
+        "f32": rng.normal(size=rows).astype(np.float32), "nullable": nullable,
+        "objnum": pd.Series(rng.normal(size=rows), dtype=object),
+        "text": [str(v) for v in rng.integers(0, 3, rows)], "big": rng.normal(size=rows) * 1e300,
+    })
+    return frame.sample(frac=1.0, axis=1, random_state=int(rng.integers(1 << 30)))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_few_columns_come_out_as_the_sub_frame_gives_them(dtype: type) -> None:
+    from greenloop.columnar import float_columns
+
+    rng = np.random.default_rng(5)
+    for _ in range(60):
+        frame = _mixed_frame(rng, int(rng.integers(1, 40)))
+        numeric = [c for c in frame.columns if c != "text"]
+        columns = list(rng.choice(numeric, size=int(rng.integers(1, len(numeric) + 1)),
+                                  replace=False))
+        with np.errstate(over="ignore"):
+            ours = float_columns(frame, columns, dtype)
+            theirs = frame[columns].to_numpy(dtype=dtype, na_value=np.nan)
+        assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
+        assert np.array_equal(ours, theirs, equal_nan=True)
+        assert ours.flags.f_contiguous  # the layout sums and transposes see
+
+
+def test_validation_reads_plain_numbers_as_the_dtype_scan_does(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The validated numeric block is the same whether or not its columns were seen to be
+    plain numbers first; text in a numeric column still goes through parsing."""
+    from greenloop import data
+
+    rng = np.random.default_rng(9)
+    for _ in range(40):
+        frame = _mixed_frame(rng, int(rng.integers(1, 40))).drop(columns=["big"])
+        columns = [c for c in frame.columns if c not in ("objnum", "nullable")]
+        fast = data._numeric_block(frame, columns)
+        with monkeypatch.context() as m:
+            m.setattr(data, "_plain_numbers", lambda *_args: False)
+            slow = data._numeric_block(frame, columns)
+        pd.testing.assert_frame_equal(fast, slow)
+        assert data._plain_numbers(frame, [c for c in columns if c != "text"])
+        assert not data._plain_numbers(frame, columns)  # text: parsed, as before
