@@ -174,3 +174,25 @@ def test_any_column_name_makes_a_drift_score_mlflow_accepts(column: str) -> None
 
     _validate_metric_name(score_key(column))  # raises for a name MLflow refuses
     assert score_key(column).startswith("drift_score.")
+
+
+def test_sqlite_settings_are_made_once_per_connection_and_hold(tmp_path: Path) -> None:
+    """MLflow's SQLite settings (foreign keys on, a busy timeout, case-sensitive LIKE) are
+    set on a pooled connection the first time a run is written through it, and hold for
+    every later run written through it."""
+    from sqlalchemy import event
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp", tmp_path / "artifacts")
+    engine = tracker._sql.engine  # noqa: SLF001
+    pragmas: list[str] = []
+    event.listen(engine, "before_cursor_execute",
+                 lambda _c, _cur, sql, *_a: pragmas.append(sql) if "PRAGMA" in sql else None)
+    for n in range(4):
+        tracker.log_run(f"b{n}", PARAMS, METRICS, TAGS, datasets=_datasets("d" * 32))
+    made = list(pragmas)
+    with engine.connect() as conn:  # the pool hands back the connection the runs used
+        settings = [conn.exec_driver_sql(f"PRAGMA {p}").scalar()
+                    for p in ("foreign_keys", "busy_timeout")]
+    assert settings == [1, 20000]
+    assert len(made) == 3 * engine.pool.checkedin() < 3 * 4  # once per pooled connection
+    assert len(tracker.client.search_runs([tracker.experiment_id])) == 4
