@@ -73,18 +73,14 @@ def _resolver() -> Any:  # noqa: ANN401 - ruamel's VersionedResolver
     return VersionedResolver()
 
 
-def write_stage_file(path: Path, data: dict[str, Any]) -> None:
+def write_stage_file(path: Path | str, data: dict[str, Any]) -> None:
     """A new .dvc file holding `data`, written as DVC writes it."""
     text = plain_yaml(data)
     if text is None:
-        from dvc.utils.serialize import dump_yaml
+        from dvc.utils.serialize import dump_yaml  # not the name `fast_stage_files` patches
 
         dump_yaml(path, data)
         return
-    _write(path, text)
-
-
-def _write(path: Any, text: str) -> None:  # noqa: ANN401 - a path as DVC passes it
     with open(path, "w+", encoding="utf-8") as fd:  # as DVC's _dump_data opens it
         fd.write(text)
 
@@ -98,10 +94,9 @@ def fast_stage_files() -> Iterator[None]:
     original: Callable[..., Any] = dvc.dvcfile.dump_yaml
 
     def dump_yaml(path: Any, data: Any, fs: Any = None, **kwargs: Any) -> Any:  # noqa: ANN401
-        text = plain_yaml(data) if fs is None and not kwargs else None
-        if text is None:
+        if fs is not None or kwargs:
             return original(path, data, fs=fs, **kwargs)
-        _write(path, text)
+        write_stage_file(path, data)  # DVC's dumper where `plain_yaml` is not sure
         return None
 
     dvc.dvcfile.dump_yaml = dump_yaml

@@ -163,7 +163,8 @@ def dvc_add(home: Path, path: Path) -> str:
     single file directly (same .dvc file, same cache, same hash database), and skip DVC
     altogether when the file is already tracked with the same md5 (a replay of the same
     stream under another policy)."""
-    md5 = hashlib.md5(path.read_bytes()).hexdigest()  # noqa: S324 - DVC's content hash
+    data = path.read_bytes()
+    md5 = hashlib.md5(data).hexdigest()  # noqa: S324 - DVC's content hash
     dvcfile = path.with_name(path.name + ".dvc")
     if _recorded_md5(dvcfile) == md5:
         return md5
@@ -175,7 +176,7 @@ def dvc_add(home: Path, path: Path) -> str:
             with (lock_repo(repo), _parsed_config(home, repo),
                   _kept_ignores(home, repo, path.parent)):
                 if _plain_new_file(repo, path, dvcfile):
-                    _add_file(repo, path, md5, dvcfile)
+                    _add_file(repo, path, md5, len(data), dvcfile)
                     recorded = md5
                 else:
                     recorded = _add_stage(repo, path, dvcfile)
@@ -198,7 +199,8 @@ def _plain_new_file(repo, path: Path, dvcfile: Path) -> bool:  # noqa: ANN001 - 
             and not is_valid_filename(str(path)) and not path.stat().st_mode & 0o111)
 
 
-def _add_file(repo, path: Path, md5: str, dvcfile: Path) -> None:  # noqa: ANN001 - dvc Repo
+def _add_file(repo, path: Path, md5: str, size: int,  # noqa: ANN001 - dvc Repo
+              dvcfile: Path) -> None:
     """What `stage.add_outs(relink=False)` and `stage.dump()` do for such a file, through
     DVC's own data layer: refused if .dvcignore ignores it, copied into the cache with the
     cache's link types and protected, its hash recorded in DVC's database of file hashes
@@ -213,7 +215,6 @@ def _add_file(repo, path: Path, md5: str, dvcfile: Path) -> None:  # noqa: ANN00
         check = repo.dvcignore.check_ignore(target)
         if check.match:
             raise OutputIsIgnoredError(check)
-    size = path.stat().st_size
     repo.cache.local.add(target, repo.fs, md5)
     repo.state.save(target, repo.fs, HashInfo("md5", md5))
     dvcyaml.write_stage_file(dvcfile, {"outs": [
