@@ -13,6 +13,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from greenloop.calibrate import FINETUNE_SE
+
 
 class ConfigError(ValueError):
     """A config file that cannot be used; the message names the file and the key."""
@@ -128,6 +130,9 @@ class PolicyConfig(_Strict):
     retrain_drift_share: float | None = Field(default=None, ge=0, le=1)
     finetune_quality_drop: float | None = Field(default=None)
     retrain_quality_drop: float | None = Field(default=None)
+    # With `finetune_quality_drop` left to calibrate: a fine-tune once the champion's drop
+    # on the batch reaches this many standard errors of the batch metric.
+    finetune_drop_se: float = Field(default=FINETUNE_SE, ge=0)
     periodic_every: int = Field(default=1, gt=0)
     # What a scheduled pipeline retrains on: all history (null) or the last N batches.
     periodic_window_batches: int | None = Field(default=None, gt=0)

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from greenloop.calibrate import FINETUNE_SE, RETRAIN_SE, beyond_null, stale
+from greenloop.calibrate import RETRAIN_SE, beyond_null, stale
 from greenloop.config import PolicyConfig
 
 Action = Literal["skip", "finetune", "retrain"]
@@ -99,7 +99,7 @@ class Gated:
                                        f"{obs.seen_batches} learned: the history has grown")
         if obs.new_classes:
             return Decision("finetune", f"new class(es) {', '.join(obs.new_classes)}")
-        finetune_drop, drop_text = drop_over(c.finetune_quality_drop, FINETUNE_SE, obs)
+        finetune_drop, drop_text = drop_over(c.finetune_quality_drop, c.finetune_drop_se, obs)
         if finetune_drop:
             return Decision("finetune", f"{drop_text}: over")
         finetune_drift, drift_text = drift_over(c.finetune_drift_share, obs)

@@ -333,3 +333,17 @@ def test_a_candidate_that_forgot_is_promoted_only_when_this_batch_says_the_strea
     fixed = cfg.model_copy(update={"policy": cfg.policy.model_copy(
         update={"forgetting_tolerance": 0.05, "promote_tolerance": 0.0})})
     assert not judge(candidate, champion, concept(60, True), recent_batches, fixed).promote
+
+
+def test_finetune_drop_se_sets_how_much_drop_a_fine_tune_waits_for() -> None:
+    small = _obs(0.012, 0.01)  # 1.2 SE, no drift: noise by default
+    assert Gated(PolicyConfig()).decide(small).action == "skip"
+    assert Gated(PolicyConfig(finetune_drop_se=1.0)).decide(small).action == "finetune"
+    any_drop = Gated(PolicyConfig(finetune_drop_se=0.0))
+    assert any_drop.decide(_obs(0.001, 0.01)).action == "finetune"
+    # no drop at all (the champion as good as when promoted) and no drift: still a skip
+    assert any_drop.decide(_obs(-0.01, 0.01)).action == "skip"
+    # the full retrain keeps its own, higher bar
+    assert any_drop.decide(_obs(0.03, 0.01, 0.6)).action == "finetune"
+    with pytest.raises(ValueError):
+        PolicyConfig(finetune_drop_se=-1.0)
