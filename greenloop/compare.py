@@ -215,6 +215,14 @@ def better(task: str, a: float, b: float) -> bool:
     return a > b if task == "classification" else a < b
 
 
+def best_quality(task: str, candidates: dict[str, tuple[float, float]]) -> str | None:
+    """Of `candidates` (name -> (quality, cost)), the one of best quality; ties go to the
+    cheaper, then the name. None when none has a quality."""
+    ok = [(-q if task == "classification" else q, cost, name)
+          for name, (q, cost) in candidates.items() if not math.isnan(q)]
+    return min(ok)[2] if ok else None
+
+
 def cheapest_within(task: str, reference: float, candidates: dict[str, tuple[float, float]]
                     ) -> str | None:
     """Of `candidates` (name -> (quality, cost)), the cheapest whose quality is within
@@ -242,16 +250,24 @@ def iso_quality(task: str, policy: list[dict[str, Any]],
                 variants: dict[str, list[dict[str, Any]]]) -> dict[str, Any] | None:
     """The policy's whole-pipeline energy ÷ that of the cheapest metered variant (by mean
     measured energy) whose mean quality is within tolerance of the policy's mean quality.
-    Seed i is paired with seed i of the variant. None when no metered variant is within."""
+    Seed i is paired with seed i of the variant.
+
+    When the policy is better than every metered variant by more than the tolerance, no
+    variant matches it: the ratio is then against the best of them (`beats_every_variant`),
+    which reaches less quality than the policy, so the ratio flatters the schedule.
+    None when no variant was metered or scored."""
     q = mean_spread([s["prequential"] for s in policy])[0]
     means = {name: (mean_spread([s["prequential"] for s in runs])[0],
                     mean_spread([s["energy_kwh"]["total"] for s in runs])[0])
              for name, runs in variants.items()}
     chosen = cheapest_within(task, q, means)
-    if chosen is None:
-        return None
+    beaten = chosen is None
+    if beaten:
+        chosen = best_quality(task, means)
+        if chosen is None or math.isnan(q):
+            return None
     per_seed = [ratios(s, variants[chosen][i]) for i, s in enumerate(policy)]
-    out: dict[str, Any] = {"baseline": chosen}
+    out: dict[str, Any] = {"baseline": chosen, "beats_every_variant": beaten}
     for key in ("energy_total", "energy_train", "cpu_seconds", "quality_delta"):
         out[key], out[f"{key}_spread"] = mean_spread([r[key] for r in per_seed])
     return out
@@ -293,6 +309,11 @@ def unmetered_matches(task: str, policy_quality: dict[str, float],
         ceiling = metered[current][1] if current else math.inf
         found = cheapest_within(task, q, {n: c for n, c in screened_cost.items()
                                           if n not in metered and c[1] < ceiling})
+        if found is None and current is None and cheapest_within(task, q, screened_cost) is None:
+            # Better than every variant screened: its ratio is against the best of them
+            # (`iso_quality`), which must then be metered.
+            found = best_quality(task, screened_cost)
+            found = None if found in metered else found
         if found and found not in wanted:
             wanted.append(found)
     return wanted
@@ -368,8 +389,8 @@ def naive_prequential(task: str, target: str, batches: Sequence[_Arrived], from_
 
 
 __all__ = ["BASELINE", "BASELINE_CHOICES", "DEFAULT_POLICIES", "BatchPoint", "EnergyRow",
-           "attribute_energy", "batch_curve", "better", "cheapest_within", "compare_runs",
-           "curve_records", "hindsight_choice", "iso_quality", "mean_spread", "mean_summary",
-           "naive_prequential", "overhead_share", "pareto_frontier", "ratios", "read_energy_rows",
-           "seconds_per_batch", "unmetered_matches", "window_summary", "windowed",
-           "within_tolerance"]
+           "attribute_energy", "batch_curve", "best_quality", "better", "cheapest_within",
+           "compare_runs", "curve_records", "hindsight_choice", "iso_quality", "mean_spread",
+           "mean_summary", "naive_prequential", "overhead_share", "pareto_frontier", "ratios",
+           "read_energy_rows", "seconds_per_batch", "unmetered_matches", "window_summary",
+           "windowed", "within_tolerance"]

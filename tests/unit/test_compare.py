@@ -183,7 +183,12 @@ def test_iso_quality_ratio_is_against_the_cheapest_metered_match() -> None:
     assert iso is not None and iso["baseline"] == "periodic-e4-w8"
     assert iso["energy_total"] == pytest.approx(0.4)
     assert iso["quality_delta"] == pytest.approx(0.79 - 0.787)
-    assert iso_quality("classification", [summary(1, 1, 1, 1, q=0.9)], variants) is None
+    assert iso["beats_every_variant"] is False
+    # Better than every variant by more than 0.5 points: against the best one, flagged.
+    beats = iso_quality("classification", [summary(1, 1, 1, 1, q=0.9)], variants)
+    assert beats is not None and beats["beats_every_variant"] is True
+    assert beats["baseline"] == "periodic-e1-wall" and beats["energy_total"] == pytest.approx(0.1)
+    assert iso_quality("classification", [summary(1, 1, 1, 1, q=0.9)], {}) is None
 
 
 def test_variant_names_round_trip() -> None:
@@ -252,6 +257,11 @@ def test_unmetered_matches_asks_for_a_cheaper_variant_when_the_metered_match_fel
     mae = unmetered_matches("regression", {"gated": 50.0}, {"periodic-e1-wall": (49.0, 9e6)},
                             {"periodic-e2-wall": (50.5, 4e6), "periodic-e8-w4": (60.0, 1e5)})
     assert mae == ["periodic-e2-wall"]
+    # Better than every screened variant: the best of them is asked for, once metered no more.
+    best = unmetered_matches("classification", {"gated": 0.83}, metered, screened)
+    assert best == ["periodic-e4-wall"]
+    metered["periodic-e4-wall"] = (0.8050, 2_527_620.0)
+    assert unmetered_matches("classification", {"gated": 0.83}, metered, screened) == []
 
 
 def test_hindsight_picks_the_cheapest_metered_run_near_the_best_quality_seen() -> None:
