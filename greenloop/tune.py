@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from greenloop.calibrate import FINETUNE_SE
 from greenloop.compare import better, cheapest_within
 from greenloop.config import GreenloopConfig, PolicyConfig, TrainConfig
 from greenloop.data import Schema, infer_schema, read_table, split_stream, validate_batch
@@ -113,12 +114,24 @@ def spread_pick(items: Sequence[Any], budget: int) -> list[Any]:
 # of all history against the last 8 ("auto"), or the last 16 / 8 batches — what
 # periodic's window search gets, the policy gets too.
 RETRAIN_WINDOWS: tuple[int | str | None, ...] = (None, "auto", 16, 8)
+# How much of a quality drop, in standard errors, a fine-tune waits for: the default (2),
+# or any drop at all (0). Fine-tunes are cheap, and a promoted one is also learning the
+# stream: on a stream that moves a little every batch it replaces full retrains.
+FINETUNE_DROP_SES: tuple[float, ...] = (FINETUNE_SE, 0.0)
 
 
 def calibrated_points() -> list[dict[str, Any]]:
     """The self-calibrating defaults (no threshold set: the stream's own noise units),
-    with each retrain window; the first is the data-only default itself."""
-    return [{} if w is None else {"retrain_window_batches": w} for w in RETRAIN_WINDOWS]
+    with each retrain window and fine-tune threshold; the first is the data-only default
+    itself."""
+    points = []
+    for se in FINETUNE_DROP_SES:
+        for w in RETRAIN_WINDOWS:
+            point: dict[str, Any] = {} if w is None else {"retrain_window_batches": w}
+            if se != FINETUNE_DROP_SES[0]:
+                point["finetune_drop_se"] = se
+            points.append(point)
+    return points
 
 
 def gated_grid() -> list[dict[str, Any]]:
@@ -219,13 +232,22 @@ def _best(task: str, runs: dict[str, Screened]) -> str:
     return best
 
 
+def _untracked(items: Sequence[Any], label: str) -> Iterable[Any]:
+    return items
+
+
+Track = Callable[[Sequence[Any], str], Iterable[Any]]
+
+
 def tune_stream(cfg: GreenloopConfig, batches: Sequence[Batch], schema: Schema, prefix: float,
-                budget: int = 16, total_batches: int | None = None) -> TuneResult:
+                budget: int = 16, total_batches: int | None = None,
+                track: Track = _untracked) -> TuneResult:
     """Choose the policy's knobs and periodic's cadence/window on batches 1..K only,
     K = ceil(prefix × n), n = total_batches or len(batches) (`load_prefix` hands over the
     prefix alone and the total); batch K+1 and later are never read. Each family gets
     the same number of simulate runs (min(budget, 16)). The policy's pick is the cheapest
-    setting (training row-epochs) within tolerance of the best periodic variant."""
+    setting (training row-epochs) within tolerance of the best periodic variant. `track`
+    wraps each family's runs (the CLI's progress bar)."""
     if cfg.policy.name not in TUNABLE:
         raise ValueError(f"tune chooses the knobs of {' or '.join(TUNABLE)}; the config's "
                          f"policy is {cfg.policy.name!r}")
@@ -241,13 +263,15 @@ def tune_stream(cfg: GreenloopConfig, batches: Sequence[Batch], schema: Schema, 
     seen = [batches[i] for i in range(k)]  # the only batches read: 1..K
     per_family = min(budget, len(periodic_variants()))
     names = spread_pick(list(periodic_variants()), per_family)
-    periodic_runs = screen_variants(cfg, seen, schema, names)
+    periodic_runs: dict[str, Screened] = {}
+    for name in track(names, f"{cfg.name} · periodic variants on the prefix"):
+        periodic_runs.update(screen_variants(cfg, seen, schema, [name]))
     task = cfg.data.task
     best = _best(task, periodic_runs)
     costs = {n_: (r.quality, float(r.train_row_epochs)) for n_, r in periodic_runs.items()}
     periodic = cheapest_within(task, periodic_runs[best].quality, costs) or best
     policy_runs: dict[str, Screened] = {}
-    for point in policy_points(per_family):
+    for point in track(policy_points(per_family), f"{cfg.name} · {cfg.policy.name} settings"):
         label = ",".join(f"{k_}={v}" for k_, v in point.items()) or "calibrated defaults"
         policy_runs[label] = replace(screen(with_knobs(cfg, **point), seen, schema, label),
                                      knobs=point)

@@ -32,12 +32,14 @@ def tune(config: ConfigOpt,
     from greenloop.config import load_config
     from greenloop.tune import load_prefix, stability_text, tune_stream, tuned_yaml
     from greenloop.workspace import Workspace
+    from tasks.reporting import progress
 
     cfg = load_config(config)
     ws = Workspace.from_env(str(home) if home else None)
     try:
         batches, schema, n = load_prefix(cfg, ws.source(cfg.data.path), prefix)
-        result = tune_stream(cfg, batches, schema, prefix, budget, total_batches=n)
+        result = tune_stream(cfg, batches, schema, prefix, budget, total_batches=n,
+                             track=progress)
     except (ValueError, OSError) as e:
         _fail(str(e), 2)
     target = config if in_place else out or config.with_name(f"{config.stem}.tuned.yaml")

@@ -123,12 +123,18 @@ def test_bad_requests_name_the_problem() -> None:
 
 
 def test_budget_spreads_over_each_family() -> None:
-    # The calibrated defaults first (all history, the race, 16, 8), then the 27 fixed points.
-    assert len(gated_grid()) == 31 and gated_grid()[:4] == [
-        {}, {"retrain_window_batches": "auto"}, {"retrain_window_batches": 16},
-        {"retrain_window_batches": 8}]
+    # The calibrated defaults first (all history, the race, 16, 8; then the same windows
+    # fine-tuning on any drop), then the 27 fixed points.
+    windows = [{}, {"retrain_window_batches": "auto"}, {"retrain_window_batches": 16},
+               {"retrain_window_batches": 8}]
+    assert len(gated_grid()) == 35 and gated_grid()[:8] == [
+        *windows, *({**w, "finetune_drop_se": 0.0} for w in windows)]
     picked = policy_points(5)
-    assert picked[:4] == gated_grid()[:4] and len(picked) == 5
+    assert picked == gated_grid()[:5]
+    # The tuner's budget of 16: all 8 calibrated points and 8 of the fixed grid, spread.
+    sixteen = policy_points(16)
+    assert sixteen[:8] == gated_grid()[:8] and len(sixteen) == 16
+    assert sixteen[8] == gated_grid()[8] and sixteen[-1] == gated_grid()[-1]
     assert spread_pick(list(range(16)), 4) == [0, 5, 10, 15]
     assert spread_pick(list(range(3)), 10) == [0, 1, 2]
     assert spread_pick(list(range(16)), 1) == [0]
