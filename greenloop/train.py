@@ -7,6 +7,7 @@ collate costs more than the tiny MLP itself on two cores).
 from __future__ import annotations
 
 import copy
+import os
 
 import pandas as pd
 import torch
@@ -16,6 +17,15 @@ from greenloop.config import ModelConfig, RecipeConfig
 from greenloop.data import Schema, label_mask
 from greenloop.evaluate import labelled
 from greenloop.model import TabularModel
+
+
+def limit_torch_threads() -> None:
+    """One intra-op thread for torch (env GREENLOOP_TORCH_THREADS to change). The MLPs
+    here are far too small to gain from a second thread, and on a busy 2-core machine
+    torch's spinning worker threads cost 10-40x the CPU time of the training itself
+    (measured: a 19k-row, 3-epoch retrain took 24 CPU-s with 2 threads, 0.6 with 1; a
+    21k-row, 10-epoch one 98 vs 3.4 CPU-s). Every entry point that trains calls it."""
+    torch.set_num_threads(int(os.environ.get("GREENLOOP_TORCH_THREADS", "1")))
 
 
 def fit(model: TabularModel, frame: pd.DataFrame, target: str, recipe: RecipeConfig,

@@ -30,10 +30,12 @@ def tune(config: ConfigOpt,
     if in_place and out is not None:
         _fail("give --out or --in-place, not both", 2)
     from greenloop.config import load_config
+    from greenloop.train import limit_torch_threads
     from greenloop.tune import load_prefix, stability_text, tune_stream, tuned_yaml
     from greenloop.workspace import Workspace
     from tasks.reporting import progress
 
+    limit_torch_threads()  # tune trains hundreds of models: one thread, as the pipeline
     cfg = load_config(config)
     ws = Workspace.from_env(str(home) if home else None)
     try:

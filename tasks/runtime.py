@@ -24,6 +24,7 @@ from greenloop.ledger import Ledger
 from greenloop.model import TabularModel
 from greenloop.policy import Policy, make_policy
 from greenloop.steps import Batch, make_batch
+from greenloop.train import limit_torch_threads
 from greenloop.workspace import Workspace
 from tasks import handoff
 from tasks.frames import FRAMES, StoredBatch
@@ -133,17 +134,6 @@ class Runtime:
         while len(self.models) > KEPT_MODELS:
             self.models.popitem(last=False)
         return self.models[version]
-
-
-def limit_torch_threads() -> None:
-    """One intra-op thread for torch (env GREENLOOP_TORCH_THREADS to change). The MLPs
-    here are far too small to gain from a second thread, and on a busy 2-core machine
-    torch's spinning worker threads cost 10-40x the CPU time of the training itself
-    (measured: a 19k-row, 3-epoch retrain took 24 CPU-s with 2 threads, 0.6 with 1; a
-    21k-row, 10-epoch one 98 vs 3.4 CPU-s)."""
-    import torch
-
-    torch.set_num_threads(int(os.environ.get("GREENLOOP_TORCH_THREADS", "1")))
 
 
 limit_torch_threads()  # at import: before any flow of this process trains

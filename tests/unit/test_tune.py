@@ -240,3 +240,34 @@ def test_tune_reports_the_stability_of_its_periodic_runs() -> None:
     assert result.as_dict()["prefix_stability"] == result.stability
     header = tuned_yaml(yaml.safe_dump({"name": "synth"}), result)
     assert f"# prefix stability: Spearman {result.stability:+.2f}" in header
+
+
+def test_the_tune_command_trains_on_one_torch_thread_and_writes_the_config(
+        tmp_path: Path) -> None:
+    """`greenloop tune` builds no pipeline runtime, so it limits torch's threads itself:
+    with two it ran 10-40x the CPU on a busy 2-core machine (the second thread spins)."""
+    import torch
+    from typer.testing import CliRunner
+
+    from greenloop_cli.main import app
+
+    cfg = config()
+    source = tmp_path / cfg.data.path
+    source.parent.mkdir(parents=True)
+    pd.concat([make_frame(80, seed=s) for s in range(N_BATCHES)]).to_csv(source, index=False)
+    path = tmp_path / "synth.yaml"
+    path.write_text(yaml.safe_dump({"name": "synth", "data": cfg.data.model_dump(mode="json"),
+                                    "model": cfg.model.model_dump(mode="json")}))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        result = CliRunner().invoke(app, ["tune", "--config", str(path), "--prefix", "0.5",
+                                          "--budget", "2", "--home", str(tmp_path)])
+        threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert result.exit_code == 0, result.output
+    assert threads == 1
+    tuned = yaml.safe_load((tmp_path / "synth.tuned.yaml").read_text())
+    assert tuned["data"] == cfg.data.model_dump(mode="json")
+    assert tuned["policy"]["name"] == "gated" and "periodic_every" in tuned["policy"]
