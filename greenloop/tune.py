@@ -93,7 +93,7 @@ def screen(cfg: GreenloopConfig, batches: Sequence[Batch], schema: Schema, name:
 
 
 def screen_variants(cfg: GreenloopConfig, batches: Sequence[Batch], schema: Schema,
-                    names: Sequence[str], from_seq: int = 0) -> dict[str, Screened]:
+                    names: Iterable[str], from_seq: int = 0) -> dict[str, Screened]:
     out = {}
     for name in names:
         knobs = variant_knobs(name)
@@ -263,9 +263,8 @@ def tune_stream(cfg: GreenloopConfig, batches: Sequence[Batch], schema: Schema, 
     seen = [batches[i] for i in range(k)]  # the only batches read: 1..K
     per_family = min(budget, len(periodic_variants()))
     names = spread_pick(list(periodic_variants()), per_family)
-    periodic_runs: dict[str, Screened] = {}
-    for name in track(names, f"{cfg.name} · periodic variants on the prefix"):
-        periodic_runs.update(screen_variants(cfg, seen, schema, [name]))
+    periodic_runs = screen_variants(cfg, seen, schema,
+                                    track(names, f"{cfg.name} · periodic variants on the prefix"))
     task = cfg.data.task
     best = _best(task, periodic_runs)
     costs = {n_: (r.quality, float(r.train_row_epochs)) for n_, r in periodic_runs.items()}
