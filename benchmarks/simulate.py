@@ -43,22 +43,24 @@ def with_overrides(cfg: GreenloopConfig, pairs: list[str]) -> GreenloopConfig:
     return GreenloopConfig.model_validate(raw)
 
 
-def simulate_config(cfg: GreenloopConfig) -> dict[str, Any]:
+def simulate_config(cfg: GreenloopConfig, from_batch: int = 0) -> dict[str, Any]:
     batches, schema = load_stream(cfg, Workspace.from_env(None).source(cfg.data.path))
-    return simulate(cfg, batches, schema).summary()
+    return simulate(cfg, batches, schema).summary(from_batch)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", required=True)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--from-batch", type=int, default=0, metavar="K",
+                    help="score and count training CPU from batch K on (as compare does)")
     args = ap.parse_args()
     torch.set_num_threads(1)  # as the pipeline (tasks/runtime.py)
     cfg = with_overrides(load_config(args.config), args.set)
     wall0 = time.perf_counter()
-    result = simulate_config(cfg)
-    result.update(config=args.config, overrides=args.set, metric_of=cfg.data.task,
-                  wall_seconds=round(time.perf_counter() - wall0, 1))
+    result = simulate_config(cfg, args.from_batch)
+    result.update(config=args.config, overrides=args.set, from_batch=args.from_batch,
+                  metric_of=cfg.data.task, wall_seconds=round(time.perf_counter() - wall0, 1))
     print(json.dumps(result))
 
 

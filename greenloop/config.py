@@ -90,6 +90,13 @@ class TrainConfig(_Strict):
         default=None, description="full retrain on the last N batches; null = all history; "
                                   "auto = race the two"
     )
+    # "champion": a full retrain starts from the champion's weights and preprocessing (the
+    # retrain recipe, its rows and early stopping unchanged) instead of a new model. It
+    # stops sooner, so it trains fewer rows, but it keeps the first model's scaling and
+    # starting point: opt-in, for every policy alike (docs/suite.md, runs 7 and 13).
+    refit_start: Literal["scratch", "champion"] = Field(
+        default="scratch", description="full retrain from a new model or from the champion"
+    )
     replay_batches: int = Field(default=8, ge=0, description="fine-tune replays rows from these")
     replay_ratio: float = Field(default=1.0, ge=0, description="replayed rows per new row")
     holdout_fraction: float = Field(default=0.2, gt=0, lt=0.5)

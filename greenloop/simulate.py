@@ -49,6 +49,7 @@ class BatchRecord:
     quality_before: float
     labelled_rows: int
     promoted_version: int | None
+    train_cpu_seconds: float = 0.0  # measured around this batch's training, if it trained
 
 
 @dataclass
@@ -87,7 +88,8 @@ class Simulation:
         return {"prequential": self.prequential(from_seq), "decisions": self.decisions(from_seq),
                 "promoted": sum(1 for r in self.records if r.promoted_version and
                                 r.role == "update" and r.seq >= from_seq),
-                "train_cpu_seconds": round(self.train_cpu_seconds, 2)}
+                "train_cpu_seconds": round(sum(r.train_cpu_seconds for r in self.records
+                                               if r.seq >= from_seq), 2)}
 
 
 def simulate(cfg: GreenloopConfig, batches: list[Batch], schema: Schema,
@@ -101,14 +103,15 @@ def simulate(cfg: GreenloopConfig, batches: list[Batch], schema: Schema,
         inp = StepInput(batch, list(history), champion, update_index)
         cpu0 = cpu_seconds()
         out = step(inp, cfg, schema, policy)
+        train_cpu = cpu_seconds() - cpu0 if out.candidate is not None else 0.0
         if out.candidate is not None:
-            sim.train_cpu_seconds += cpu_seconds() - cpu0
+            sim.train_cpu_seconds += train_cpu
             versions += 1
         after = advance(champion, inp, out, versions)
         promoted = after.version if after is not champion else None
         role = "bootstrap" if champion.model is None else "update"
         sim.records.append(BatchRecord(batch.seq, role, out.decision.action, out.quality_before,
-                                       labelled_rows(batch, cfg), promoted))
+                                       labelled_rows(batch, cfg), promoted, train_cpu))
         if on_step is not None:
             on_step(inp, out)
         update_index += role == "update"

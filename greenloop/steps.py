@@ -86,6 +86,9 @@ def train_candidate(action: Action, champion: TabularModel | None, rows: pd.Data
                     schema: Schema, cfg: GreenloopConfig, seed: int) -> TabularModel:
     if action == "finetune" and champion is not None:
         return finetune(champion, rows, schema.target, cfg.train.finetune, seed)
+    if cfg.train.refit_start == "champion" and champion is not None:
+        # The same rows and recipe as a full retrain; only the starting weights differ.
+        return finetune(champion, rows, schema.target, cfg.train.retrain, seed)
     return retrain(rows, schema, cfg.data.task, cfg.model, cfg.train.retrain, seed)
 
 

@@ -32,7 +32,6 @@ from greenloop.data import Schema
 from greenloop.model import TabularModel
 from greenloop.policy import Action
 from greenloop.steps import Batch, concat, row_losses_of, train_candidate, training_rows
-from greenloop.train import retrain
 
 # The recent window raced against all history: as many batches as the drift reference
 # and the forgetting check look at.
@@ -71,8 +70,7 @@ def train_for(action: Action, champion: TabularModel | None, new: Batch,
     models, rows = [], 0
     for window in (None, AUTO_WINDOW_BATCHES):
         train_rows = window_rows(new, history, window)
-        models.append(retrain(train_rows, schema, cfg.data.task, cfg.model, cfg.train.retrain,
-                              seed))
+        models.append(train_candidate("retrain", champion, train_rows, schema, cfg, seed))
         rows += len(train_rows)
     all_model, recent_model = models
     # The recent window must win clearly: all history significantly worse on the same

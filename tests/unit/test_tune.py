@@ -202,6 +202,16 @@ def test_halves_split_the_scored_batches_by_count() -> None:
     assert all(math.isnan(q) for q in sim.halves(from_seq=5))  # one batch: no halves
 
 
+def test_the_summary_counts_training_cpu_from_the_first_scored_batch() -> None:
+    sim = Simulation([BatchRecord(1, "bootstrap", "retrain", math.nan, 10, 1, 5.0),
+                      BatchRecord(2, "update", "skip", 0.9, 10, None),
+                      BatchRecord(3, "update", "retrain", 0.5, 10, 2, 2.0),
+                      BatchRecord(4, "update", "finetune", 0.6, 10, 3, 0.5)])
+    assert sim.summary()["train_cpu_seconds"] == pytest.approx(7.5)
+    assert sim.summary(from_seq=3)["train_cpu_seconds"] == pytest.approx(2.5)
+    assert sim.summary(from_seq=3)["decisions"] == {"skip": 0, "finetune": 1, "retrain": 1}
+
+
 def screened(halves: dict[str, tuple[float, float]]) -> dict[str, Screened]:
     return {n: Screened(n, (a + b) / 2, 1, 0.0, {}, halves=(a, b)) for n, (a, b) in halves.items()}
 

@@ -81,3 +81,53 @@ def test_no_race_no_note_and_the_configured_rows() -> None:
                         _cfg(train={"retrain_window_batches": 3}), seed=0)
     assert trained.note == ""
     assert trained.rows == sum(len(b.train) for b in history[-3:]) + len(new.train)
+
+
+def _params(model: object) -> list[np.ndarray]:
+    return [p.detach().numpy().copy() for p in model.net.parameters()]  # type: ignore[attr-defined]
+
+
+def test_a_refit_from_the_champion_starts_from_its_weights_and_scaling() -> None:
+    """`refit_start: champion`: the full retrain's rows and recipe, the champion's weights
+    and preprocessing as the start; the champion itself is not modified. A near-zero
+    learning rate for one epoch leaves the start visible."""
+    history = _stream(6, 80, 1.0)
+    new = _stream(1, 80, 1.0, start=6, seed=3)[0]
+    still = {"epochs": 1, "lr": 1e-12}
+    champion = train_for("retrain", None, history[0], [], SCHEMA,
+                         _cfg(train={}), seed=0).candidate
+    before = _params(champion)
+    warm = _cfg(train={"refit_start": "champion", "retrain": still})
+    trained = train_for("retrain", champion, new, history, SCHEMA, warm, seed=1)
+    assert trained.rows == sum(len(b.train) for b in history) + len(new.train)
+    assert trained.candidate.pre.means == champion.pre.means  # not refitted on the window
+    for got, start in zip(_params(trained.candidate), before, strict=True):
+        np.testing.assert_allclose(got, start, atol=1e-6)
+    for kept, start in zip(_params(champion), before, strict=True):
+        np.testing.assert_array_equal(kept, start)
+    scratch = train_for("retrain", champion, new, history, SCHEMA,
+                        _cfg(train={"retrain": still}), seed=1).candidate
+    assert scratch.pre.means != champion.pre.means  # the default: a new model
+    assert any(not np.allclose(a, b, atol=1e-3)
+               for a, b in zip(_params(scratch), before, strict=True))
+
+
+def test_a_refit_from_the_champion_applies_to_both_raced_windows() -> None:
+    history = _stream(12, 60, 1.0)
+    new = _stream(1, 60, 1.0, start=12, seed=2)[0]
+    champion = train_for("retrain", None, history[0], [], SCHEMA,
+                         _cfg(train={}), seed=0).candidate
+    cfg = _cfg(train={"retrain_window_batches": "auto", "refit_start": "champion"})
+    assert racing("retrain", history, cfg)
+    trained = train_for("retrain", champion, new, history, SCHEMA, cfg, seed=0)
+    assert trained.candidate.pre.means == champion.pre.means
+
+
+def test_without_a_champion_a_refit_from_the_champion_starts_a_new_model() -> None:
+    history = _stream(3, 60, 1.0)
+    new = _stream(1, 60, 1.0, start=3, seed=2)[0]
+    cfg = _cfg(train={"refit_start": "champion"})
+    trained = train_for("retrain", None, new, history, SCHEMA, cfg, seed=0)
+    fresh = train_for("retrain", None, new, history, SCHEMA, _cfg(train={}), seed=0)
+    for a, b in zip(_params(trained.candidate), _params(fresh.candidate), strict=True):
+        np.testing.assert_array_equal(a, b)
