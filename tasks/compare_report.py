@@ -187,6 +187,7 @@ def write_compare(rt: Runtime, runs: dict[str, list[dict]], curves: dict[str, li
         "config": {"retrain": rt.cfg.train.retrain.model_dump(),
                    "finetune": rt.cfg.train.finetune.model_dump(),
                    "retrain_window_batches": rt.cfg.train.retrain_window_batches,
+                   "refit_start": rt.cfg.train.refit_start,
                    "periodic_every": rt.cfg.policy.periodic_every,
                    "periodic_window_batches": rt.cfg.policy.periodic_window_batches,
                    "default_policy": rt.cfg.policy.name,
@@ -225,6 +226,10 @@ def write_curve_csv(path: Path, points: list[dict[str, Any]]) -> None:
 
 def _f(v: float | None, fmt: str) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+
+def _refit_start(start: str) -> str:
+    return "the champion's weights" if start == "champion" else "a new model"
 
 
 def _window(n: int | str | None) -> str:
@@ -360,7 +365,8 @@ def markdown(r: dict[str, Any]) -> str:
               f"({'; '.join(' → '.join(o) for o in r['orders'])}); the stream is ingested "
               "once before any policy is metered, so none pays the Parquet writes and DVC adds.",
               "- \"outside training\" = 1 − train energy / whole-pipeline energy.",
-              f"- Same stream, same pipeline, same recipes: full retrain {cfg['retrain']}, "
+              f"- Same stream, same pipeline, same recipes: full retrain {cfg['retrain']} "
+              f"from {_refit_start(cfg.get('refit_start', 'scratch'))}, "
               f"fine-tune {cfg['finetune']}; retrain window "
               f"{_window(cfg['retrain_window_batches'])}; periodic retrains every "
               f"{cfg['periodic_every']} batch(es) on "
