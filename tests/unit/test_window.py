@@ -9,6 +9,7 @@ import pytest
 
 from greenloop.config import GreenloopConfig
 from greenloop.data import Schema
+from greenloop.model import TabularModel
 from greenloop.steps import Batch, make_batch
 from greenloop.window import AUTO_WINDOW_BATCHES, racing, train_for
 
@@ -83,8 +84,8 @@ def test_no_race_no_note_and_the_configured_rows() -> None:
     assert trained.rows == sum(len(b.train) for b in history[-3:]) + len(new.train)
 
 
-def _params(model: object) -> list[np.ndarray]:
-    return [p.detach().numpy().copy() for p in model.net.parameters()]  # type: ignore[attr-defined]
+def _params(model: TabularModel) -> list[np.ndarray]:
+    return [p.detach().numpy().copy() for p in model.net.parameters()]
 
 
 def test_a_refit_from_the_champion_starts_from_its_weights_and_scaling() -> None:
