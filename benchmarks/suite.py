@@ -256,7 +256,7 @@ def run_stream(name: str, task: str, cfg: GreenloopConfig, csv: Path, batches: i
         quality[policy] = float(summary["prequential"])  # type: ignore[arg-type]
         decisions[policy] = sim.decisions()
         promoted[policy] = int(summary["promoted"])  # type: ignore[call-overload]
-        train_cpu[policy] = sim.train_cpu_seconds
+        train_cpu[policy] = sim.train_cpu()
     first_update = cfg.data.bootstrap_batches + 1  # simulate's first update batch
     quality["naive"] = naive_prequential(task, cfg.data.target, stream_batches, first_update)
     rows = sum(len(b.frame) for b in stream_batches)

@@ -55,7 +55,6 @@ class BatchRecord:
 @dataclass
 class Simulation:
     records: list[BatchRecord] = field(default_factory=list)
-    train_cpu_seconds: float = 0.0
 
     def updates(self, from_seq: int = 0) -> list[BatchRecord]:
         return [r for r in self.records if r.role == "update" and r.seq >= from_seq]
@@ -78,6 +77,10 @@ class Simulation:
         middle = seqs[len(seqs) // 2]
         return self.prequential(from_seq, middle), self.prequential(middle)
 
+    def train_cpu(self, from_seq: int = 0) -> float:
+        """CPU-seconds measured around training, batches with seq >= from_seq."""
+        return sum(r.train_cpu_seconds for r in self.records if r.seq >= from_seq)
+
     def decisions(self, from_seq: int = 0) -> dict[str, int]:
         out = {"skip": 0, "finetune": 0, "retrain": 0}
         for r in self.updates(from_seq):
@@ -88,8 +91,7 @@ class Simulation:
         return {"prequential": self.prequential(from_seq), "decisions": self.decisions(from_seq),
                 "promoted": sum(1 for r in self.records if r.promoted_version and
                                 r.role == "update" and r.seq >= from_seq),
-                "train_cpu_seconds": round(sum(r.train_cpu_seconds for r in self.records
-                                               if r.seq >= from_seq), 2)}
+                "train_cpu_seconds": round(self.train_cpu(from_seq), 2)}
 
 
 def simulate(cfg: GreenloopConfig, batches: list[Batch], schema: Schema,
@@ -104,9 +106,7 @@ def simulate(cfg: GreenloopConfig, batches: list[Batch], schema: Schema,
         cpu0 = cpu_seconds()
         out = step(inp, cfg, schema, policy)
         train_cpu = cpu_seconds() - cpu0 if out.candidate is not None else 0.0
-        if out.candidate is not None:
-            sim.train_cpu_seconds += train_cpu
-            versions += 1
+        versions += out.candidate is not None
         after = advance(champion, inp, out, versions)
         promoted = after.version if after is not champion else None
         role = "bootstrap" if champion.model is None else "update"

@@ -88,7 +88,7 @@ def screen(cfg: GreenloopConfig, batches: Sequence[Batch], schema: Schema, name:
             row_epochs += out.train_rows * epochs[out.decision.action]
 
     sim = simulate(cfg, list(batches), schema, on_step=count)
-    return Screened(name, sim.prequential(from_seq), row_epochs, sim.train_cpu_seconds,
+    return Screened(name, sim.prequential(from_seq), row_epochs, sim.train_cpu(),
                     sim.decisions(from_seq), halves=sim.halves(from_seq))
 
 
