@@ -140,6 +140,10 @@ class TabularModel:
     pre: Preprocessor
     net: nn.Sequential
     cfg: ModelConfig
+    # Rows trained on × epochs run by the training that made this model (not its
+    # ancestors'): what that training cost, counted with the epochs early stopping
+    # really ran, so it is deterministic where CPU-seconds are not. 0 = not trained here.
+    row_epochs: int = 0
 
     @classmethod
     def create(cls, frame: pd.DataFrame, schema: Schema, task: str, cfg: ModelConfig,

@@ -64,6 +64,7 @@ class StepOutcome:
     decision: Decision
     reference: list[Batch]  # the champion's reference window (drift and forgetting)
     train_rows: int = 0
+    train_row_epochs: int = 0  # rows × epochs early stopping ran, every model trained
     candidate: TabularModel | None = None
     verdict: Verdict | None = None
 
@@ -174,7 +175,7 @@ def step(inp: StepInput, cfg: GreenloopConfig, schema: Schema, policy: Policy,
         verdict = judge(trained.candidate, champion, inp.batch.holdout,
                         concat([b.holdout for b in window]), cfg)
     return StepOutcome(quality_before, drift, decision, reference, trained.rows,
-                       trained.candidate, verdict)
+                       trained.row_epochs, trained.candidate, verdict)
 
 
 def _reference_quality(inp: StepInput, quality_before: float) -> float:

@@ -30,7 +30,8 @@ def limit_torch_threads() -> None:
 
 def fit(model: TabularModel, frame: pd.DataFrame, target: str, recipe: RecipeConfig,
         seed: int) -> float:
-    """Train in place on the labelled rows; returns the last epoch's mean loss.
+    """Train in place on the labelled rows; returns the last epoch's mean loss and sets
+    `model.row_epochs` to the rows trained on × the epochs run.
 
     Rows without a label are left out. With no labelled row at all the model is left
     unchanged and the loss is NaN: whether to train is the caller's decision.
@@ -47,7 +48,9 @@ def fit(model: TabularModel, frame: pd.DataFrame, target: str, recipe: RecipeCon
     x, y, stopper = _early_stopping(model, x, y, loss_fn, recipe, gen)
     model.net.train()
     last = float("nan")
+    epochs_run = 0
     for _ in range(recipe.epochs):
+        epochs_run += 1
         order = torch.randperm(len(x), generator=gen)
         total = 0.0
         for start in range(0, len(x), recipe.batch_size):
@@ -64,6 +67,7 @@ def fit(model: TabularModel, frame: pd.DataFrame, target: str, recipe: RecipeCon
     if stopper is not None:
         stopper.restore_best()
     model.net.eval()
+    model.row_epochs = len(x) * epochs_run
     return last
 
 

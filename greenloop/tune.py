@@ -1,7 +1,7 @@
 """Screening and tuning through the one per-batch step, in memory (no energy measured).
 
 `screen` runs a stream through `simulate` under one policy setting and keeps its quality
-and a deterministic training cost (rows trained × epochs of the recipe). `compare` screens
+and a deterministic training cost (rows trained × the epochs early stopping ran). `compare` screens
 the periodic family with it before metering; `tune_stream` chooses knobs on a prefix of
 the stream only — it reads batches 1..K and never one after (tests/unit/test_tune.py
 proves it), so what `compare --from-batch K+1` reports was never seen while tuning.
@@ -43,7 +43,10 @@ TUNABLE = ("gated", "cost-aware")  # the policies whose decisions these knobs dr
 class Screened:
     name: str
     quality: float  # prequential metric over update batches with seq >= from_seq
-    train_row_epochs: int  # rows trained on × the recipe's epochs, summed (deterministic)
+    # Rows trained on × the epochs early stopping ran, summed (deterministic). Costing by
+    # the recipe's epoch cap instead ranked settings whose trainings stop early (large
+    # windows, warm starts) as dearer than they are.
+    train_row_epochs: int
     train_cpu_seconds: float  # measured in this process; noisy, reported only
     decisions: dict[str, int]
     knobs: dict[str, Any] = field(default_factory=dict)
@@ -79,13 +82,12 @@ def variant_knobs(name: str) -> dict[str, Any]:
 def screen(cfg: GreenloopConfig, batches: Sequence[Batch], schema: Schema, name: str,
            from_seq: int = 0) -> Screened:
     """One run of the stream through `simulate` with `cfg`'s policy."""
-    epochs = {"retrain": cfg.train.retrain.epochs, "finetune": cfg.train.finetune.epochs}
     row_epochs = 0
 
     def count(inp: StepInput, out: StepOutcome) -> None:
         nonlocal row_epochs
-        if out.candidate is not None and inp.batch.seq >= from_seq:
-            row_epochs += out.train_rows * epochs[out.decision.action]
+        if inp.batch.seq >= from_seq:
+            row_epochs += out.train_row_epochs
 
     sim = simulate(cfg, list(batches), schema, on_step=count)
     return Screened(name, sim.prequential(from_seq), row_epochs, sim.train_cpu(),

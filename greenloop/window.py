@@ -42,6 +42,7 @@ AUTO_WINDOW_BATCHES = 8
 class Trained:
     candidate: TabularModel
     rows: int  # rows trained on, over every model trained (the race trains two)
+    row_epochs: int  # rows × epochs early stopping ran, over every model trained
     note: str = ""  # which window won the race, and by how much; "" when no race
 
 
@@ -64,7 +65,8 @@ def train_for(action: Action, champion: TabularModel | None, new: Batch,
     """The candidate for `action`: one model, or the winner of the window race."""
     if not racing(action, history, cfg):
         rows = training_rows(action, new, history, cfg, seed)
-        return Trained(train_candidate(action, champion, rows, schema, cfg, seed), len(rows))
+        model = train_candidate(action, champion, rows, schema, cfg, seed)
+        return Trained(model, len(rows), model.row_epochs)
     holdout = concat([b.holdout for b in history[-AUTO_WINDOW_BATCHES:]] + [new.holdout])
     target = cfg.data.target
     models, rows = [], 0
@@ -83,7 +85,8 @@ def train_for(action: Action, champion: TabularModel | None, new: Batch,
     label = f"last {AUTO_WINDOW_BATCHES} batches" if recent_wins else "all history"
     note = (f"trained on {label} (all {len(history) + 1} batches against the last "
             f"{AUTO_WINDOW_BATCHES} on the recent holdouts: all history's {test.reason})")
-    return Trained(recent_model if recent_wins else all_model, rows, note)
+    return Trained(recent_model if recent_wins else all_model, rows,
+                   sum(m.row_epochs for m in models), note)
 
 
 __all__ = ["AUTO_WINDOW_BATCHES", "Trained", "racing", "train_for", "window_rows"]

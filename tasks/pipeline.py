@@ -77,6 +77,10 @@ class Work:
     def train_rows(self) -> int:
         return self.out.train_rows if self.out else 0
 
+    @property
+    def train_row_epochs(self) -> int:
+        return self.out.train_row_epochs if self.out else 0
+
 
 class History(Sequence[Batch]):
     """A batch's history as the step sees it: each batch made (`Runtime.batch`) only when

@@ -41,7 +41,9 @@ def _metrics(rt: Runtime, work: Work) -> dict[str, float]:
     out: dict[str, float] = {f"{m}_before": work.quality_before, "rows": len(work.batch.frame),
                              "labelled_rows": labelled,
                              "unlabelled_rows": len(work.batch.frame) - labelled,
-                             "train_rows": work.train_rows}
+                             "train_rows": work.train_rows,
+                             # deterministic training work, beside its measured energy
+                             "train_row_epochs": work.train_row_epochs}
     if work.drift is not None:
         out["drift_share"] = work.drift.share
         out["drifted_columns"] = work.drift.n_drifted

@@ -47,6 +47,10 @@ def test_replay_registers_versions_tags_alias_and_summary(prefect_harness, home:
     acted = [r for r in runs if r.data.tags["decision"] == "retrain"
              and r.data.tags["batch_seq"] != "2"]
     assert acted and "drift_share" in acted[0].data.metrics
+    # the training work done, beside its energy: rows × the epochs early stopping ran
+    assert acted[0].data.metrics["train_row_epochs"] >= acted[0].data.metrics["train_rows"] > 0
+    skipped = [r for r in runs if r.data.tags["decision"] == "skip"]
+    assert skipped and skipped[0].data.metrics["train_row_epochs"] == 0
     assert any(a.path.endswith(".html") for a in client.list_artifacts(acted[0].info.run_id))
 
     on_disk = json.loads((home / "reports" / "synth-gated" / "summary.json").read_text())

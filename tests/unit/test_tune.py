@@ -23,6 +23,7 @@ from greenloop.tune import (
     policy_points,
     prefix_length,
     prefix_stability,
+    screen,
     spread_pick,
     stability_text,
     tune_stream,
@@ -281,3 +282,17 @@ def test_the_tune_command_trains_on_one_torch_thread_and_writes_the_config(
     tuned = yaml.safe_load((tmp_path / "synth.tuned.yaml").read_text())
     assert tuned["data"] == cfg.data.model_dump(mode="json")
     assert tuned["policy"]["name"] == "gated" and "periodic_every" in tuned["policy"]
+
+
+def test_a_setting_is_costed_by_the_epochs_it_ran_not_by_its_cap() -> None:
+    """The same schedule and cap, with and without early stopping: the run that stops
+    early trains less and costs less (costed by the cap, the two would cost the same)."""
+    batches, schema = stream(config())
+    costs = {}
+    for patience in (None, 1):
+        cfg = config(name="periodic")
+        recipe = {"epochs": 30, "patience": patience, "lr": 0.05}
+        cfg = cfg.model_copy(update={"train": cfg.train.model_validate(
+            {**cfg.train.model_dump(), "retrain": recipe})})
+        costs[patience] = screen(cfg, batches, schema, f"patience {patience}").train_row_epochs
+    assert 0 < costs[1] < costs[None]

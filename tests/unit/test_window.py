@@ -132,3 +132,26 @@ def test_without_a_champion_a_refit_from_the_champion_starts_a_new_model() -> No
     fresh = train_for("retrain", None, new, history, SCHEMA, _cfg(train={}), seed=0)
     for a, b in zip(_params(trained.candidate), _params(fresh.candidate), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_training_cost_counts_the_epochs_early_stopping_ran() -> None:
+    history = _stream(10, 200, 1.0)
+    new = _stream(1, 200, 1.0, start=10, seed=2)[0]
+    stopping = _cfg(train={"retrain": {"epochs": 200, "patience": 1, "lr": 0.01}})
+    trained = train_for("retrain", None, new, history, SCHEMA, stopping, seed=0)
+    fitted = trained.rows - int(trained.rows * 0.1)  # 10% held out for early stopping
+    epochs, rest = divmod(trained.row_epochs, fitted)
+    assert rest == 0 and 0 < epochs < 200  # stopped early, and counted as it ran
+    assert trained.candidate.row_epochs == trained.row_epochs
+    fixed = _cfg(train={"retrain": {"epochs": 3}})  # no patience: every epoch of the recipe
+    assert train_for("retrain", None, new, history, SCHEMA, fixed, seed=0).row_epochs \
+        == trained.rows * 3
+
+
+def test_the_race_costs_both_models_training() -> None:
+    history = _stream(12, 50, 1.0)
+    new = _stream(1, 50, 1.0, start=12, seed=2)[0]
+    cfg = _cfg(train={"retrain_window_batches": "auto", "retrain": {"epochs": 2}})
+    trained = train_for("retrain", None, new, history, SCHEMA, cfg, seed=0)
+    assert trained.note  # the race ran
+    assert trained.row_epochs == trained.rows * 2  # both windows' rows, 2 epochs each
