@@ -411,7 +411,8 @@ def baseline_lines(r: dict[str, Any]) -> list[str]:
     m = r["metric"]
     lines = ["## The periodic family and naive", "",
              "Every variant screened in memory through the same per-batch step (quality and "
-             "training row-epochs; no energy); those on the quality/cost frontier replayed "
+             "training row-epochs: rows trained on × the epochs early stopping ran; no "
+             "energy); those on the quality/cost frontier replayed "
              "whole and metered. `naive` predicts each batch with the previous labelled "
              "batch's majority class or mean: no model, no training.", "",
              f"| variant | status | {m} | screened {m} | train row-epochs | energy Wh | CPU-s "
