@@ -1,10 +1,11 @@
 """Screening and tuning through the one per-batch step, in memory (no energy measured).
 
 `screen` runs a stream through `simulate` under one policy setting and keeps its quality
-and a deterministic training cost (rows trained × the epochs early stopping ran). `compare` screens
-the periodic family with it before metering; `tune_stream` chooses knobs on a prefix of
-the stream only — it reads batches 1..K and never one after (tests/unit/test_tune.py
-proves it), so what `compare --from-batch K+1` reports was never seen while tuning.
+and a deterministic training cost (rows trained × the epochs early stopping ran).
+`compare` screens the periodic family with it before metering; `tune_stream` chooses
+knobs on a prefix of the stream only — it reads batches 1..K and never one after
+(tests/unit/test_tune.py proves it), so what `compare --from-batch K+1` reports was never
+seen while tuning.
 """
 
 from __future__ import annotations
