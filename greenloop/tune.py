@@ -22,7 +22,7 @@ import pandas as pd
 import yaml
 
 from greenloop.calibrate import FINETUNE_SE
-from greenloop.compare import better, cheapest_within
+from greenloop.compare import better, cheapest_within, within_tolerance
 from greenloop.config import GreenloopConfig, PolicyConfig, TrainConfig
 from greenloop.data import Schema, infer_schema, read_table, split_stream, validate_batch
 from greenloop.policy import parse_variant, periodic_variants
@@ -184,6 +184,28 @@ def stability_text(stability: float) -> str:
             f"quality on the prefix's two halves; {verdict}")
 
 
+def prefix_separates(task: str, runs: dict[str, Screened]) -> bool:
+    """Does the prefix tell the periodic variants apart: is at least one of them outside
+    tolerance of the best? When none is (a short or noiseless prefix: STAGGER's first
+    rule scores 100% under every schedule), every family's pick is simply its cheapest
+    setting, by default rather than on evidence."""
+    scored = [r.quality for r in runs.values() if not math.isnan(r.quality)]
+    if len(scored) < 2:
+        return False
+    best = max(scored) if task == "classification" else min(scored)
+    return any(not within_tolerance(task, q, best) for q in scored)
+
+
+def separation_text(separates: bool, variants: int) -> str:
+    """One line for the tuned config's header and the CLI."""
+    if separates:
+        return (f"prefix separation: the prefix tells the {variants} periodic variants apart "
+                f"(some are outside tolerance of the best)")
+    return (f"prefix separation: NONE: all {variants} periodic variants are within tolerance "
+            f"of the best on the prefix, so each pick is simply the cheapest setting; tune "
+            f"on a longer prefix (--prefix) or check with compare before relying on it")
+
+
 def prefix_length(n_batches: int, prefix: float) -> int:
     if not 0 < prefix < 1:
         raise ValueError(f"prefix must be a fraction between 0 and 1 (exclusive), got {prefix}")
@@ -205,6 +227,7 @@ class TuneResult:
     periodic_runs: dict[str, Screened]
     policy_runs: dict[str, Screened]
     stability: float = math.nan  # prefix_stability over the periodic variants
+    separates: bool = True  # prefix_separates over the periodic variants
 
     def knobs(self) -> dict[str, Any]:
         """What `tune` writes into the config's policy section."""
@@ -218,7 +241,7 @@ class TuneResult:
                 "budget": self.budget, "best_periodic": self.best_periodic,
                 "periodic": self.periodic, "chosen": self.chosen,
                 "chosen_within_tolerance": self.chosen_within, "knobs": self.knobs(),
-                "prefix_stability": self.stability,
+                "prefix_stability": self.stability, "prefix_separates": self.separates,
                 "periodic_runs": {k: v.as_dict() for k, v in self.periodic_runs.items()},
                 "policy_runs": {k: v.as_dict() for k, v in self.policy_runs.items()}}
 
@@ -283,7 +306,7 @@ def tune_stream(cfg: GreenloopConfig, batches: Sequence[Batch], schema: Schema, 
     pick = pick or _best(task, policy_runs)
     return TuneResult(prefix, k, n, task, cfg.policy.name, per_family, best, periodic,
                       dict(policy_runs[pick].knobs), within, periodic_runs, policy_runs,
-                      prefix_stability(periodic_runs))
+                      prefix_stability(periodic_runs), prefix_separates(task, periodic_runs))
 
 
 def load_prefix(cfg: GreenloopConfig, source_path: Path, prefix: float
@@ -328,12 +351,14 @@ def tuned_yaml(original: str, result: TuneResult) -> str:
         f"{result.best_periodic} ({best.quality:.4f} on the prefix)",
         f"# periodic: {result.periodic}, the cheapest variant within tolerance of the best",
         f"# {stability_text(result.stability)}",
+        f"# {separation_text(result.separates, len(result.periodic_runs))}",
     ]
     leading = []
     for line in original.splitlines():
         if not line.startswith("#"):
             break
-        if not line.startswith(("# tuned by greenloop tune", "# prefix stability:")) \
+        if not line.startswith(("# tuned by greenloop tune", "# prefix stability:",
+                                "# prefix separation:")) \
                 and line not in header:
             leading.append(line)
     return "\n".join(header + leading) + "\n" + yaml.safe_dump(raw, sort_keys=False)
@@ -341,5 +366,6 @@ def tuned_yaml(original: str, result: TuneResult) -> str:
 
 __all__ = ["GATED_GRID", "RETRAIN_WINDOWS", "STABLE_SPEARMAN", "TRAIN_KNOBS", "Screened",
            "TuneResult", "calibrated_points", "gated_grid", "load_prefix", "policy_points",
-           "prefix_length", "prefix_stability", "screen", "screen_variants", "spread_pick",
-           "stability_text", "tune_stream", "tuned_yaml", "variant_knobs", "with_knobs"]
+           "prefix_length", "prefix_separates", "prefix_stability", "screen", "screen_variants",
+           "separation_text", "spread_pick", "stability_text", "tune_stream", "tuned_yaml",
+           "variant_knobs", "with_knobs"]

@@ -31,7 +31,13 @@ def tune(config: ConfigOpt,
         _fail("give --out or --in-place, not both", 2)
     from greenloop.config import load_config
     from greenloop.train import limit_torch_threads
-    from greenloop.tune import load_prefix, stability_text, tune_stream, tuned_yaml
+    from greenloop.tune import (
+        load_prefix,
+        separation_text,
+        stability_text,
+        tune_stream,
+        tuned_yaml,
+    )
     from greenloop.workspace import Workspace
     from tasks.reporting import progress
 
@@ -53,6 +59,7 @@ def tune(config: ConfigOpt,
     typer.echo(f"{result.policy}: {result.chosen} "
                f"({'within' if result.chosen_within else 'NOT within'} tolerance)")
     typer.echo(stability_text(result.stability))
+    typer.echo(separation_text(result.separates, len(result.periodic_runs)))
     typer.echo(f"written: {target} (and the screened runs: {report})")
     typer.echo(f"report on the rest: greenloop compare --config {target} "
                f"--from-batch {result.prefix_batches + 1}")

@@ -22,8 +22,10 @@ from greenloop.tune import (
     load_prefix,
     policy_points,
     prefix_length,
+    prefix_separates,
     prefix_stability,
     screen,
+    separation_text,
     spread_pick,
     stability_text,
     tune_stream,
@@ -251,6 +253,37 @@ def test_tune_reports_the_stability_of_its_periodic_runs() -> None:
     assert result.as_dict()["prefix_stability"] == result.stability
     header = tuned_yaml(yaml.safe_dump({"name": "synth"}), result)
     assert f"# prefix stability: Spearman {result.stability:+.2f}" in header
+
+
+def test_a_prefix_that_scores_every_schedule_alike_is_said_to_decide_nothing() -> None:
+    """STAGGER's first rule is noiseless: every schedule scored 100% on its prefix, and
+    tune took the cheapest setting of each family by default. The header must say so."""
+    alike = screened({"e1": (1.0, 1.0), "e2": (1.0, 1.0), "e4": (0.999, 0.998),
+                      "e8": (0.998, 0.999)})
+    assert not prefix_separates("classification", alike)  # all within half a point
+    apart = screened({"e1": (0.90, 0.90), "e2": (0.89, 0.90), "e4": (0.80, 0.82),
+                      "e8": (0.70, 0.75)})
+    assert prefix_separates("classification", apart)
+    # MAE: lower is better, tolerance 2% of the best
+    assert prefix_separates("regression", screened({"a": (1.0, 1.0), "b": (1.1, 1.1)}))
+    assert not prefix_separates("regression", screened({"a": (1.0, 1.0), "b": (1.01, 1.01)}))
+    assert not prefix_separates("classification", screened({"a": (0.9, 0.9)}))  # one alone
+    assert "NONE" in separation_text(False, 16) and "longer prefix" in separation_text(False, 16)
+    assert "tells the 16 periodic variants apart" in separation_text(True, 16)
+
+
+def test_tune_says_whether_its_prefix_told_the_schedules_apart() -> None:
+    cfg = config()
+    batches, schema = stream(cfg)
+    result = tune_stream(cfg, batches, schema, 0.9, budget=4)
+    assert result.separates == prefix_separates("classification", result.periodic_runs)
+    assert result.as_dict()["prefix_separates"] == result.separates
+    header = tuned_yaml(yaml.safe_dump({"name": "synth"}), result)
+    line = separation_text(result.separates, len(result.periodic_runs))
+    assert f"# {line}" in header
+    # tuning the tuned config again replaces the line instead of stacking a second one
+    again = tuned_yaml(header, result)
+    assert again.count("# prefix separation:") == 1
 
 
 def test_the_tune_command_trains_on_one_torch_thread_and_writes_the_config(
