@@ -370,9 +370,8 @@ def schedule_cells(task: str, quality: float, work: int,
     beaten = match is None  # better than every schedule by more than the tolerance
     against = best if beaten else match
     ratio = work / family[against][1] if family[against][1] else math.inf
-    close = within_tolerance(task, quality, best_q) or quality == best_q or (
-        quality > best_q if task == "classification" else quality < best_q)
-    verdict = ("close" if close else "short") + (" ≤0.5×" if ratio <= 0.5 else "")
+    verdict = ("close" if within_tolerance(task, quality, best_q) else "short") \
+        + (" ≤0.5×" if ratio <= 0.5 else "")
     label = f"{against} ({_fmt(task, family[against][0])}){' beaten' if beaten else ''}"
     return f"{_gap(task, quality, best_q)} ({best})", label, f"{ratio:.2f}", verdict
 
