@@ -50,6 +50,8 @@ CREATE TABLE IF NOT EXISTS aliases (
     id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, version INTEGER NOT NULL,
     previous INTEGER, reason TEXT, at REAL
 );
+-- Whether a version ever served (refused_retrains): a lookup, not a scan of the history.
+CREATE INDEX IF NOT EXISTS aliases_version ON aliases (model, version);
 CREATE TABLE IF NOT EXISTS deferrals (
     model TEXT NOT NULL, hash TEXT NOT NULL, seq INTEGER NOT NULL, reason TEXT, at REAL,
     PRIMARY KEY (model, hash)
@@ -313,6 +315,15 @@ class Ledger:
         rows = self._conn.execute("SELECT decision, AVG(holdout_gain) FROM versions WHERE model=?"
                                   " AND holdout_gain IS NOT NULL GROUP BY decision", (model,))
         return {r[0]: float(r[1]) for r in rows}
+
+    def refused_retrains(self, model: str) -> int:
+        """Full retrains whose candidate never became the champion (the promotion check
+        turned it down): which window the next one trains on (greenloop/window.py)."""
+        row = self._conn.execute(
+            "SELECT COUNT(*) FROM versions v WHERE v.model=? AND v.decision='retrain' AND NOT "
+            "EXISTS (SELECT 1 FROM aliases a WHERE a.model=v.model AND a.version=v.version)",
+            (model,)).fetchone()
+        return int(row[0])
 
     def champion(self, model: str) -> int | None:
         row = self._conn.execute("SELECT version FROM aliases WHERE model=? ORDER BY id DESC "

@@ -101,8 +101,10 @@ def simulate(cfg: GreenloopConfig, batches: list[Batch], schema: Schema,
     policy = policy or make_policy(cfg.policy)
     sim, champion, history, update_index = Simulation(), Champion(), [], 0
     versions = 0  # the registry numbers every candidate, promoted or not
+    refused = 0  # full retrains whose candidate was not promoted (window.after_refusals)
     for batch in batches:
-        inp = StepInput(batch, list(history), champion, update_index)
+        inp = StepInput(batch, list(history), champion, update_index,
+                        refused_retrains=lambda n=refused: n)
         cpu0 = cpu_seconds()
         out = step(inp, cfg, schema, policy)
         train_cpu = cpu_seconds() - cpu0 if out.candidate is not None else 0.0
@@ -115,6 +117,8 @@ def simulate(cfg: GreenloopConfig, batches: list[Batch], schema: Schema,
         if on_step is not None:
             on_step(inp, out)
         update_index += role == "update"
+        refused += (role == "update" and out.decision.action == "retrain"
+                    and out.candidate is not None and promoted is None)
         champion = after
         history.append(batch)
     return sim

@@ -33,7 +33,7 @@ from greenloop.steps import (
     quality_se,
     reference_drift,
 )
-from greenloop.window import train_for
+from greenloop.window import after_refusals, train_for
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,10 @@ class StepInput:
     mean_energy_kwh: dict[str, float] = field(default_factory=dict)  # measured, per action
     mean_gain: dict[str, float] = field(default_factory=dict)  # measured, per action
     force: str | None = None  # a reason: a forced full retrain (scheduled `full-retrain`)
+    # Full retrains since the bootstrap whose candidate was not promoted: which window
+    # the next one uses (greenloop/window.py: after_refusals). Asked only when a full
+    # retrain is about to train, so a skip never pays the ledger query behind it.
+    refused_retrains: Callable[[], int] = lambda: 0
 
 
 @dataclass(frozen=True)
@@ -160,9 +164,15 @@ def step(inp: StepInput, cfg: GreenloopConfig, schema: Schema, policy: Policy,
     if decision.action == "skip":
         return StepOutcome(quality_before, drift, decision, reference)
     seed = cfg.model.seed + inp.batch.seq
+    train_cfg = cfg if champion is None else after_refusals(decision.action, cfg,
+                                                            inp.refused_retrains())
     with edges.phase("train", decision.action):
-        trained = train_for(decision.action, champion, inp.batch, inp.history, schema, cfg,
-                            seed)
+        trained = train_for(decision.action, champion, inp.batch, inp.history, schema,
+                            train_cfg, seed)
+    if train_cfg is not cfg:
+        decision = Decision(decision.action, f"{decision.reason}; on the last "
+                            f"{train_cfg.train.retrain_window_batches} batches: the last "
+                            f"full retrain on all history was refused")
     if trained.note:
         decision = Decision(decision.action, f"{decision.reason}; {trained.note}")
     with edges.phase("evaluate", decision.action):

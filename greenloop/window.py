@@ -54,6 +54,24 @@ def racing(action: Action, history: Sequence[Batch], cfg: GreenloopConfig) -> bo
             and len(history) > AUTO_WINDOW_BATCHES)
 
 
+def after_refusals(action: Action, cfg: GreenloopConfig, refused: int) -> GreenloopConfig:
+    """The config a full retrain trains with, after `refused` full retrains whose candidate
+    the promotion check turned down (since the bootstrap).
+
+    With calibrated thresholds and the default window (all history), a refused refit on
+    all history says the old rows now mislead: the next one trains on the last
+    `AUTO_WINDOW_BATCHES` batches instead, and a refused one of those switches back. So
+    the window alternates on each refusal and stays where its refits are accepted. That
+    costs no extra training, unlike `auto`'s race. On STAGGER, whose rule changes with no
+    covariate drift, 12 of 23 refits on all history were refused before this (docs/
+    suite.md, run 17). Any other setting is left as it was."""
+    if (action != "retrain" or refused % 2 == 0 or cfg.train.retrain_window_batches is not None
+            or cfg.policy.name == "periodic" or cfg.policy.retrain_quality_drop is not None):
+        return cfg
+    train = cfg.train.model_copy(update={"retrain_window_batches": AUTO_WINDOW_BATCHES})
+    return cfg.model_copy(update={"train": train})
+
+
 def window_rows(new: Batch, history: Sequence[Batch], window: int | None) -> pd.DataFrame:
     chosen = history if window is None else history[-window:]
     return concat([b.train for b in chosen] + [new.train])

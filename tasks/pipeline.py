@@ -120,7 +120,7 @@ def load_work(rt: Runtime, row: BatchRow, force: str | None = None) -> Work:
                             info.get("trained_through"))
     inp = StepInput(batch, history, champion, rt.ledger.update_index(rt.model_name, row.seq),
                     rt.ledger.mean_train_energy(rt.model_name), rt.ledger.mean_gain(rt.model_name),
-                    force)
+                    force, refused_retrains=lambda: rt.ledger.refused_retrains(rt.model_name))
     return Work(inp)
 
 

@@ -78,3 +78,32 @@ def test_pipeline_and_simulation_agree_batch_by_batch(
         update={"finetune_quality_drop": 0.5, "finetune_drift_share": 1.0})})
     assert [r.decision for r in simulate(other, batches, schema).records] != \
         [r.decision for r in sim.records]
+
+
+def test_after_a_refused_refit_both_train_the_recent_window(prefect_harness,
+                                                             home: Path) -> None:
+    """Calibrated thresholds on a concept that flips without covariate drift: the first
+    refit after the flip, on all history, is refused, and the next ones train on the last
+    8 batches. The pipeline counts refusals from its ledger, the simulation in memory:
+    they must agree on every decision, its reason and the versions promoted."""
+    quiet = [make_frame(150, seed=s) for s in range(6)]
+    flipped = [make_frame(150, seed=50 + s, flip=True) for s in range(6)]
+    config = write_project(home, pd.concat(quiet + flipped, ignore_index=True),
+                           batch_rows=150, overrides={
+                               "drift": {"report": "never"}, "train": {"replay_batches": 8},
+                               "policy": {"finetune_quality_drop": None,
+                                          "retrain_quality_drop": None}})
+    call_flow(replay, str(config), None, None, False, str(home), "summary.json", False)
+
+    cfg = load_config(config)
+    batches, schema = load_stream(cfg, home / cfg.data.path)
+    sim = simulate(cfg, batches, schema)
+    ledger = Ledger(home / "state" / "ledger.sqlite")
+    rows = ledger.batches("synth-gated", ("processed",))
+    assert [(r.seq, r.decision) for r in rows] == [(s.seq, s.decision) for s in sim.records]
+    windowed = [r.seq for r in rows if "the last full retrain on all history was refused"
+                in (r.reason or "")]
+    assert windowed, "the stream no longer makes a refit on all history fail"
+    assert ledger.refused_retrains("synth-gated") >= 1
+    assert [a["version"] for a in ledger.alias_history("synth-gated")] == \
+        [s.promoted_version for s in sim.records if s.promoted_version]

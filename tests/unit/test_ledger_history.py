@@ -92,3 +92,17 @@ def test_history_is_read_whole_again_after_many_changes(tmp_path: Path) -> None:
         other.receive("m", f"h{n}", "src")
         other.update_batch("m", f"h{n}", status="accepted", accepted_path=f"acc/{n}")
     assert [r.seq for r in ledger.history("m", 10**6)] == list(range(1, 701))
+
+
+def test_refused_retrains_counts_full_retrain_versions_that_never_served(
+        tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    for seq, decision in enumerate(("retrain", "retrain", "finetune", "retrain", "retrain")):
+        ledger.receive("m", f"{seq:064x}", "src")
+        ledger.complete_batch("m", f"{seq:064x}", {}, {"version": seq + 1, "decision": decision,
+                                                       "trained_through": seq})
+    assert ledger.refused_retrains("m") == 4  # nothing promoted yet: every retrain refused
+    assert ledger.move_champion("m", 1, None, "bootstrap")
+    assert ledger.move_champion("m", 4, 1, "promoted")
+    assert ledger.refused_retrains("m") == 2  # versions 2 and 5; 3 is a fine-tune
+    assert ledger.refused_retrains("other") == 0

@@ -11,7 +11,7 @@ from greenloop.config import GreenloopConfig
 from greenloop.data import Schema
 from greenloop.model import TabularModel
 from greenloop.steps import Batch, make_batch
-from greenloop.window import AUTO_WINDOW_BATCHES, racing, train_for
+from greenloop.window import AUTO_WINDOW_BATCHES, after_refusals, racing, train_for
 
 SCHEMA = Schema("y", ("a",), (), ())
 
@@ -155,3 +155,42 @@ def test_the_race_costs_both_models_training() -> None:
     trained = train_for("retrain", None, new, history, SCHEMA, cfg, seed=0)
     assert trained.note  # the race ran
     assert trained.row_epochs == trained.rows * 2  # both windows' rows, 2 epochs each
+
+
+def test_after_a_refused_refit_on_all_history_the_next_trains_on_the_recent_window() -> None:
+    """Each refusal switches the calibrated default's window: all history, then the last
+    8 batches, then all history again. Anything configured is left alone."""
+    cfg = _cfg(train={})
+    assert after_refusals("retrain", cfg, 0) is cfg
+    recent = after_refusals("retrain", cfg, 1)
+    assert recent.train.retrain_window_batches == AUTO_WINDOW_BATCHES
+    assert after_refusals("retrain", cfg, 2) is cfg
+    assert after_refusals("finetune", cfg, 1) is cfg
+    assert after_refusals("retrain", cfg.with_policy("periodic"), 1).train \
+        .retrain_window_batches is None
+    fixed = _cfg(train={}, policy={"retrain_quality_drop": 0.1})
+    assert after_refusals("retrain", fixed, 1) is fixed
+    for window in (16, "auto"):
+        chosen = _cfg(train={"retrain_window_batches": window})
+        assert after_refusals("retrain", chosen, 1) is chosen
+
+
+def test_the_step_trains_the_window_its_refusals_call_for() -> None:
+    from greenloop.policy import make_policy
+    from greenloop.step import Champion, StepInput, step
+
+    cfg = _cfg(train={})
+    history = _stream(12, 60, 1.0)
+    new = _stream(1, 60, 1.0, start=12, seed=2)[0]
+    first = train_for("retrain", None, history[-1], history, SCHEMA, cfg, seed=0).candidate
+    champion = Champion(1, first, 0.1, history[-1].seq)
+    everything = sum(len(b.train) for b in history) + len(new.train)
+    recent = sum(len(b.train) for b in history[-AUTO_WINDOW_BATCHES:]) + len(new.train)
+    for refused, rows, said in ((0, everything, False), (1, recent, True), (2, everything, False)):
+        inp = StepInput(new, history, champion, 11, force="a scheduled full retrain",
+                        refused_retrains=lambda n=refused: n)
+        out = step(inp, cfg, SCHEMA, make_policy(cfg.policy))
+        assert out.decision.action == "retrain"
+        assert out.train_rows == rows
+        assert ("the last full retrain on all history was refused" in out.decision.reason) \
+            == said
