@@ -63,8 +63,9 @@ def after_refusals(action: Action, cfg: GreenloopConfig, refused: int) -> Greenl
     `AUTO_WINDOW_BATCHES` batches instead, and a refused one of those switches back. So
     the window alternates on each refusal and stays where its refits are accepted. That
     costs no extra training, unlike `auto`'s race. On STAGGER, whose rule changes with no
-    covariate drift, 12 of 23 refits on all history were refused before this (docs/
-    suite.md, run 17). Any other setting is left as it was."""
+    covariate drift, 12 of the default's 23 candidates were refused before this, most of
+    them refits on all history (docs/suite.md, runs 16 and 17). Any other setting is left
+    as it was."""
     if (action != "retrain" or refused % 2 == 0 or cfg.train.retrain_window_batches is not None
             or cfg.policy.name == "periodic" or cfg.policy.retrain_quality_drop is not None):
         return cfg
