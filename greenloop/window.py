@@ -46,11 +46,17 @@ class Trained:
     note: str = ""  # which window won the race, and by how much; "" when no race
 
 
+def _calibrated_retrain(action: Action, cfg: GreenloopConfig) -> bool:
+    """A full retrain whose window the stream may choose: not periodic's (it has its own)
+    and not under fixed thresholds (written against all history)."""
+    return (action == "retrain" and cfg.policy.name != "periodic"
+            and cfg.policy.retrain_quality_drop is None)
+
+
 def racing(action: Action, history: Sequence[Batch], cfg: GreenloopConfig) -> bool:
     """Race all history against the recent window? Only for a full retrain of a
     calibrating policy left on `auto`, once history is longer than the window."""
-    return (action == "retrain" and cfg.train.retrain_window_batches == "auto"
-            and cfg.policy.name != "periodic" and cfg.policy.retrain_quality_drop is None
+    return (_calibrated_retrain(action, cfg) and cfg.train.retrain_window_batches == "auto"
             and len(history) > AUTO_WINDOW_BATCHES)
 
 
@@ -66,8 +72,8 @@ def after_refusals(action: Action, cfg: GreenloopConfig, refused: int) -> Greenl
     covariate drift, 12 of the default's 23 candidates were refused before this, most of
     them refits on all history (docs/suite.md, runs 16 and 17). Any other setting is left
     as it was."""
-    if (action != "retrain" or refused % 2 == 0 or cfg.train.retrain_window_batches is not None
-            or cfg.policy.name == "periodic" or cfg.policy.retrain_quality_drop is not None):
+    if (not _calibrated_retrain(action, cfg) or refused % 2 == 0
+            or cfg.train.retrain_window_batches is not None):
         return cfg
     train = cfg.train.model_copy(update={"retrain_window_batches": AUTO_WINDOW_BATCHES})
     return cfg.model_copy(update={"train": train})
